@@ -1,0 +1,370 @@
+"""Turning a messy image folder into a clean dataset in the store.
+
+``ingest`` scans a folder recursively (safe against symlink loops), decodes every
+file once in worker processes, keeps each distinct content once (SHA-256 of the
+file's bytes), records every skipped file with its reason, reads labels from
+class subfolders or a CSV, and splits the labelled images into train and test.
+Running it again on a grown folder only adds what is new; a stored label is
+never overwritten by a CSV or folder label.
+"""
+import csv
+import hashlib
+import io
+import os
+import time
+from collections import defaultdict
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from . import imaging
+from .errors import UserError
+from .store import Store
+
+# Formats accepted by content (a PNG named .dat is still a PNG).
+ACCEPTED_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF", "MPO"}
+UNLABELLED_FOLDERS = {"unlabelled", "unlabeled", "unknown", "_unlabelled", "_unlabeled"}
+
+
+# -- scanning ---------------------------------------------------------------------------------------
+def scan(root):
+    """Yield ('file', rel_path) for candidate files and ('skip', rel_path, reason) for what cannot be used.
+
+    Follows symbolic links inside the folder, never the same directory twice (no loops),
+    and never out of the folder.
+    """
+    root = Path(root)
+    real_root = root.resolve()
+    seen_dirs = set()
+    skipped = []
+
+    def inside_root(p: Path) -> bool:
+        try:
+            p.resolve().relative_to(real_root)
+            return True
+        except (ValueError, OSError, RuntimeError):
+            return False
+
+    def on_error(err):
+        skipped.append((os.path.relpath(err.filename, root), f"cannot read folder: {err.strerror}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=on_error):
+        st = os.stat(dirpath)
+        key = (st.st_dev, st.st_ino)
+        if key in seen_dirs:
+            dirnames[:] = []
+            continue
+        seen_dirs.add(key)
+        while skipped:
+            yield ("skip",) + skipped.pop()
+        rel_dir = Path(dirpath).relative_to(root)
+        keep = []
+        for d in sorted(dirnames):
+            full = Path(dirpath) / d
+            if d.startswith("."):
+                continue
+            if full.is_symlink():
+                if not inside_root(full):
+                    yield ("skip", (rel_dir / d).as_posix(), "symbolic link to a folder outside the images folder")
+                    continue
+                try:
+                    if (os.stat(full).st_dev, os.stat(full).st_ino) in seen_dirs:
+                        continue  # a loop or a second way to the same folder
+                except OSError:
+                    yield ("skip", (rel_dir / d).as_posix(), "broken symbolic link")
+                    continue
+            keep.append(d)
+        dirnames[:] = keep
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            full = Path(dirpath) / name
+            rel = (rel_dir / name).as_posix()
+            if full.is_symlink():
+                if not full.exists():
+                    yield ("skip", rel, "broken symbolic link")
+                    continue
+                if not inside_root(full):
+                    yield ("skip", rel, "symbolic link to a file outside the images folder")
+                    continue
+            if not full.is_file():
+                yield ("skip", rel, "not a regular file")
+                continue
+            yield ("file", rel)
+    while skipped:
+        yield ("skip",) + skipped.pop()
+
+
+def inspect_file(args):
+    """Worker: hash and fully decode one file. Returns a dict with 'ok' and either facts or a reason."""
+    root, rel = args
+    path = os.path.join(root, rel)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except PermissionError:
+        return {"rel": rel, "ok": False, "reason": "permission denied"}
+    except OSError as exc:
+        return {"rel": rel, "ok": False, "reason": f"cannot read file: {exc.strerror or exc}"}
+    if not data:
+        return {"rel": rel, "ok": False, "reason": "empty file (0 bytes)"}
+    try:
+        img = imaging.open_image(io.BytesIO(data))
+    except imaging.UnreadableImage as exc:
+        return {"rel": rel, "ok": False, "reason": str(exc)}
+    except Exception as exc:  # whatever a decoder throws, one bad file never stops an ingest
+        return {"rel": rel, "ok": False, "reason": f"cannot decode: {type(exc).__name__}: {exc}"}
+    if img.format not in ACCEPTED_FORMATS:
+        return {"rel": rel, "ok": False, "reason": f"unsupported image format {img.format}"}
+    return {
+        "rel": rel,
+        "ok": True,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "width": img.width,
+        "height": img.height,
+        "mode": img.mode,
+        "format": "JPEG" if img.format == "MPO" else img.format,
+        "n_bytes": len(data),
+    }
+
+
+# -- labels -----------------------------------------------------------------------------------------
+def folder_labels(rel_paths):
+    """{rel_path: label} from the first-level subfolder; images at the top level or in an
+    'unlabelled' folder get none."""
+    out = {}
+    for rel in rel_paths:
+        parts = rel.split("/")
+        if len(parts) >= 2 and parts[0].lower() not in UNLABELLED_FOLDERS:
+            out[rel] = parts[0]
+    return out
+
+
+def read_labels_csv(csv_path, images_root):
+    """Read ``path,label`` rows (header optional). Returns ({rel_path: label}, [issues])."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise UserError(f"Labels file not found: {csv_path}")
+    root = Path(images_root).resolve()
+    labels, issues = {}, []
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        for line_no, row in enumerate(csv.reader(fh), start=1):
+            if not row or all(not c.strip() for c in row):
+                continue
+            if line_no == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
+                continue
+            where = f"{csv_path.name} line {line_no}"
+            if len(row) < 2:
+                issues.append((where, f"expected 'path,label', got {','.join(row)!r}"))
+                continue
+            raw_path, label = row[0].strip(), row[1].strip()
+            if not label:
+                continue  # an explicitly unlabelled image
+            p = Path(raw_path)
+            if p.is_absolute():
+                try:
+                    rel = p.resolve().relative_to(root).as_posix()
+                except ValueError:
+                    issues.append((where, f"{raw_path} is outside the images folder {root}"))
+                    continue
+            else:
+                rel = p.as_posix()
+            if rel in labels and labels[rel] != label:
+                issues.append((where, f"{rel} labelled twice ({labels[rel]!r}, then {label!r}); the last one is used"))
+            labels[rel] = label
+    return labels, issues
+
+
+# -- splits -----------------------------------------------------------------------------------------
+def stratified_split(items, test_fraction, seed):
+    """Split [(image_id, label, sha256)] into train/test per class, reproducibly.
+
+    Within a class the order is the content hash (independent of file names and scan order),
+    shuffled by ``seed``; round(n * test_fraction) go to test, but a class never loses its last
+    training image. Returns {image_id: 'train' | 'test'}.
+    """
+    by_class = defaultdict(list)
+    for image_id, label, sha in items:
+        by_class[label].append((sha, image_id))
+    out = {}
+    for label in sorted(by_class):
+        members = [i for _, i in sorted(by_class[label])]
+        rng = np.random.default_rng([seed, int(hashlib.sha256(label.encode()).hexdigest()[:8], 16)])
+        order = rng.permutation(len(members))
+        n_test = min(int(round(len(members) * test_fraction)), len(members) - 1)
+        for rank, idx in enumerate(order):
+            out[members[idx]] = "test" if rank < n_test else "train"
+    return out
+
+
+# -- ingest -----------------------------------------------------------------------------------------
+def ingest(logdir, images_dir, labels_csv=None, folder_labels_from_subdirs=False, test_fraction=0.2, seed=0,
+           progress=None, workers=None):
+    """Add a folder of images (and their labels) to the dataset in ``logdir``; return the summary.
+
+    ``progress(done, total)`` is called as files are inspected.
+    """
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise UserError(f"Images folder not found: {images_dir}")
+    if not 0.0 <= float(test_fraction) < 1.0:
+        raise UserError(f"--test-fraction must be in [0, 1), got {test_fraction}")
+    started = time.time()
+    store = Store(logdir, create=True)
+    try:
+        known_root = store.get_meta("images_root")
+        root = images_dir.resolve()
+        if known_root is not None and Path(known_root) != root:
+            raise UserError(
+                f"{logdir} already holds the dataset of {known_root}; use another LOGDIR for {root}."
+            )
+        with store.transaction() as conn:
+            store.set_meta("images_root", str(root), conn)
+            store.set_meta("test_fraction", float(test_fraction), conn)
+            store.set_meta("seed", int(seed), conn)
+
+        report = _add_files(store, root, progress, workers)
+        label_report = _apply_labels(store, root, labels_csv, folder_labels_from_subdirs)
+        new_splits = _assign_splits(store, float(test_fraction), int(seed))
+        summary = store.summary()
+        summary["this_run"] = dict(report, **label_report, newly_split=new_splits,
+                                   seconds=round(time.time() - started, 2))
+        return summary
+    finally:
+        store.close()
+
+
+def _add_files(store, root, progress, workers):
+    known = {p for (p,) in store.conn.execute("SELECT path FROM images UNION SELECT path FROM duplicates")}
+    sha_to_id = {s: i for i, s in store.conn.execute("SELECT id, sha256 FROM images")}
+    todo, skipped = [], []
+    for entry in scan(root):
+        if entry[0] == "skip":
+            skipped.append(entry[1:])
+        elif entry[1] not in known:
+            todo.append(entry[1])
+    now = time.time()
+    added = duplicates = 0
+    unreadable = list(skipped)
+    if progress:
+        progress(0, len(todo))
+    ctx = get_context("fork" if os.name == "posix" else "spawn")
+    n_workers = workers or max(1, min(os.cpu_count() or 1, 8))
+    chunk = []
+
+    def flush():
+        nonlocal added, duplicates
+        with store.transaction() as conn:
+            for r in chunk:
+                if not r["ok"]:
+                    continue
+                conn.execute("DELETE FROM unreadable WHERE path=?", (r["rel"],))
+                twin = sha_to_id.get(r["sha256"])
+                if twin is not None:
+                    conn.execute("INSERT OR REPLACE INTO duplicates(path, image_id) VALUES(?, ?)", (r["rel"], twin))
+                    duplicates += 1
+                    continue
+                cur = conn.execute(
+                    "INSERT INTO images(sha256, path, width, height, mode, format, n_bytes, added_at) "
+                    "VALUES(?,?,?,?,?,?,?,?)",
+                    (r["sha256"], r["rel"], r["width"], r["height"], r["mode"], r["format"], r["n_bytes"], now),
+                )
+                sha_to_id[r["sha256"]] = cur.lastrowid
+                added += 1
+        chunk.clear()
+
+    # Sorted order makes "which copy is kept" deterministic: the first path in sort order.
+    todo.sort()
+    done = 0
+    with ctx.Pool(n_workers) if n_workers > 1 and len(todo) > 64 else _InlinePool() as pool:
+        for r in pool.imap(inspect_file, ((str(root), rel) for rel in todo), chunksize=64):
+            if not r["ok"]:
+                unreadable.append((r["rel"], r["reason"]))
+            chunk.append(r)
+            done += 1
+            if len(chunk) >= 2000:
+                flush()
+                if progress:
+                    progress(done, len(todo))
+    flush()
+    if progress:
+        progress(done, len(todo))
+    with store.transaction() as conn:
+        conn.executemany(
+            "INSERT OR REPLACE INTO unreadable(path, reason, seen_at) VALUES(?,?,?)",
+            [(p, reason, now) for p, reason in unreadable],
+        )
+    missing = sum(1 for (p,) in store.conn.execute("SELECT path FROM images") if not (root / p).exists()) \
+        if len(known) else 0
+    return {"files_seen": len(todo), "added": added, "duplicates_found": duplicates,
+            "unreadable_found": len(unreadable), "missing_files": missing}
+
+
+class _InlinePool:
+    """A stand-in for a process pool when the work is too small to be worth one."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def imap(self, func, iterable, chunksize=1):
+        return map(func, iterable)
+
+
+def _apply_labels(store, root, labels_csv, from_folders):
+    wanted, issues = {}, []
+    if from_folders:
+        paths = [p for (p,) in store.conn.execute("SELECT path FROM images UNION SELECT path FROM duplicates")]
+        wanted.update(folder_labels(paths))
+    if labels_csv:
+        csv_labels, csv_issues = read_labels_csv(labels_csv, root)
+        issues.extend(csv_issues)
+        wanted.update(csv_labels)
+    if not wanted and not issues:
+        return {"labels_added": 0, "label_conflicts": 0}
+
+    unreadable = {p for (p,) in store.conn.execute("SELECT path FROM unreadable")}
+    current = store.labels()
+    per_image = {}
+    for rel, label in sorted(wanted.items()):
+        image_id = store.image_id_for_path(rel)
+        if image_id is None:
+            why = "is unreadable (see the unreadable files)" if rel in unreadable else "is not in the images folder"
+            issues.append(("labels", f"{rel} {why}"))
+            continue
+        if image_id in per_image and per_image[image_id][1] != label:
+            issues.append(("labels", f"{rel} is a duplicate of an image labelled {per_image[image_id][1]!r}; "
+                                     f"keeping that label, not {label!r}"))
+            continue
+        per_image.setdefault(image_id, (rel, label))
+    new, conflicts = [], 0
+    for image_id, (rel, label) in per_image.items():
+        stored = current.get(image_id)
+        if stored is None:
+            new.append((image_id, label))
+        elif stored != label:
+            conflicts += 1
+            issues.append(("labels", f"{rel}: stored label {stored!r} kept; the input says {label!r}"))
+    source = "csv" if labels_csv else "folder"
+    store.set_labels(new, source=source)
+    with store.transaction() as conn:
+        conn.execute("DELETE FROM label_issues")
+        conn.executemany("INSERT INTO label_issues(source, detail, seen_at) VALUES(?,?,?)",
+                         [(s, d, time.time()) for s, d in issues])
+    return {"labels_added": len(new), "label_conflicts": conflicts}
+
+
+def _assign_splits(store, test_fraction, seed):
+    """Give labelled images still in the pool a train/test split; existing splits never move."""
+    rows = store.conn.execute(
+        "SELECT i.id, l.label, i.sha256 FROM images i JOIN labels l ON l.image_id = i.id WHERE i.split = 'pool'"
+    ).fetchall()
+    if not rows:
+        return 0
+    assignment = stratified_split(rows, test_fraction, seed)
+    with store.transaction() as conn:
+        conn.executemany("UPDATE images SET split=? WHERE id=?", [(s, i) for i, s in assignment.items()])
+    return len(assignment)

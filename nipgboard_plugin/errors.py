@@ -1,0 +1,5 @@
+"""Errors a user can fix: the message says what is missing or what to run first."""
+
+
+class UserError(Exception):
+    """Printed without a traceback by the CLI and answered as a 4xx by the plugin."""

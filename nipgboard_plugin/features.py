@@ -1,0 +1,222 @@
+"""Batched feature extraction with a cache keyed by (image content, network, preprocessing).
+
+Decoding and resizing run in a thread pool (Pillow releases the GIL) and stay a
+couple of batches ahead of inference, so the engine never waits for pixels.
+Every batch is committed to ``features.sqlite`` in one transaction: a run stopped
+by Ctrl-C or ``kill -9`` loses at most the batch in flight, never leaves a
+corrupt entry, and the next run extracts only what is missing.
+"""
+import queue
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import backbones, imaging, paths
+from .errors import UserError
+from .store import Store
+
+FEATURES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS features (
+    key TEXT NOT NULL,          -- Backbone.cache_key(): network, weights and preprocessing
+    sha256 TEXT NOT NULL,       -- the image file's content hash
+    vec BLOB NOT NULL,          -- float32, little endian
+    PRIMARY KEY (key, sha256)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS failures (
+    key TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (key, sha256)
+) WITHOUT ROWID;
+"""
+
+
+class FeaturesMissing(UserError):
+    pass
+
+
+def open_cache(logdir) -> sqlite3.Connection:
+    path = paths.features_path(logdir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(FEATURES_SCHEMA)
+    return conn
+
+
+def resolve_backbone(network_id):
+    try:
+        backbone = backbones.get(network_id)
+    except KeyError as exc:
+        raise UserError(str(exc.args[0]) if exc.args else f"Unknown network {network_id!r}") from None
+    avail = backbone.availability()
+    if not avail.available:
+        raise UserError(f"Network {network_id} is not available here: {avail.message}")
+    return backbone
+
+
+@dataclass
+class Progress:
+    done: int
+    total: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def eta(self) -> float:
+        return (self.total - self.done) / self.rate if self.rate > 0 else float("nan")
+
+
+def embed(logdir, network_id, batch_size=32, progress=None, should_stop=None, decode_threads=2):
+    """Extract and cache features of every image of the dataset that has none for this network yet.
+
+    ``progress(Progress)`` is called after every batch; ``should_stop()`` returning True stops after
+    the current batch (what was done stays cached). Returns a summary dict.
+    """
+    started = time.time()
+    backbone = resolve_backbone(network_id)
+    key = backbone.cache_key()
+    with Store(logdir) as store:
+        rows = store.image_rows("id, sha256, path")
+        root = store.images_root()
+    cache = open_cache(logdir)
+    try:
+        cached = {s for (s,) in cache.execute("SELECT sha256 FROM features WHERE key=?", (key,))}
+        todo, seen = [], set()
+        for _image_id, sha, rel in rows:
+            if sha not in cached and sha not in seen:
+                seen.add(sha)
+                todo.append((sha, rel))
+        result = {"network": network_id, "cache_key": key, "images": len(rows),
+                  "cached_before": len(rows) - len(todo), "extracted": 0, "failed": [], "engine": None,
+                  "stopped": False}
+        if todo:
+            _extract(backbone, key, root, todo, cache, batch_size, progress, should_stop, decode_threads, result)
+        result["seconds"] = round(time.time() - started, 3)
+        return result
+    finally:
+        cache.close()
+
+
+def _extract(backbone, key, root, todo, cache, batch_size, progress, should_stop, decode_threads, result):
+    engine = backbone.engine()
+    result["engine"] = getattr(engine, "kind", type(engine).__name__)
+    prep = backbone.preprocess
+    h, w = prep.size
+    draft = (w * 2, h * 2)  # JPEG may decode at a reduced scale, but never below twice the input size
+
+    def decode(item):
+        sha, rel = item
+        try:
+            return sha, prep.resize(imaging.load_rgb(root / rel, draft_size=draft)), None
+        except imaging.UnreadableImage as exc:
+            return sha, None, f"{rel}: {exc}"
+        except Exception as exc:  # a job must survive any one bad file
+            return sha, None, f"{rel}: {type(exc).__name__}: {exc}"
+
+    batches = queue.Queue(maxsize=3)
+    stop = threading.Event()
+
+    def produce():
+        with ThreadPoolExecutor(max_workers=decode_threads) as pool:
+            for start in range(0, len(todo), batch_size):
+                if stop.is_set():
+                    break
+                batches.put(list(pool.map(decode, todo[start:start + batch_size])))
+        batches.put(None)
+
+    producer = threading.Thread(target=produce, name="nipgboard-decode", daemon=True)
+    producer.start()
+    t0 = time.time()
+    done = 0
+    try:
+        while True:
+            batch = batches.get()
+            if batch is None:
+                break
+            good = [(sha, px) for sha, px, err in batch if err is None]
+            failed = [(sha, err) for sha, px, err in batch if err is not None]
+            feats = engine.run(prep.normalise(np.stack([px for _, px in good]))) if good else []
+            with cache:
+                cache.execute("BEGIN")
+                cache.executemany(
+                    "INSERT OR REPLACE INTO features(key, sha256, vec) VALUES(?,?,?)",
+                    [(key, sha, np.asarray(f, dtype="<f4").tobytes()) for (sha, _), f in zip(good, feats)],
+                )
+                cache.executemany("INSERT OR REPLACE INTO failures(key, sha256, reason) VALUES(?,?,?)",
+                                  [(key, sha, err) for sha, err in failed])
+            done += len(batch)
+            result["extracted"] += len(good)
+            result["failed"].extend(err for _, err in failed)
+            if progress:
+                progress(Progress(done, len(todo), time.time() - t0))
+            if should_stop and should_stop():
+                result["stopped"] = True
+                break
+    finally:
+        stop.set()
+        while producer.is_alive():  # unblock the producer if it waits on a full queue
+            try:
+                batches.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        producer.join()
+
+
+def cached_count(logdir, network_id) -> int:
+    """How many of the dataset's images have features for this network."""
+    backbone = backbones.get(network_id)
+    cache = open_cache(logdir)
+    try:
+        cache.execute("ATTACH DATABASE ? AS ds", (str(paths.db_path(logdir)),))
+        return cache.execute(
+            "SELECT COUNT(*) FROM ds.images i JOIN features f ON f.sha256 = i.sha256 AND f.key = ?",
+            (backbone.cache_key(),),
+        ).fetchone()[0]
+    finally:
+        cache.close()
+
+
+def load_features(logdir, network_id):
+    """(image_ids int64 (n,), X float32 (n, d)) for every image of the dataset, in id order.
+
+    Raises FeaturesMissing when some image has no features for this network yet.
+    """
+    if not paths.is_dataset(logdir):
+        raise UserError(f"No NIPGBoard dataset in {logdir}: run `nipgboard init {logdir} --images DIR` first.")
+    backbone = backbones.get(network_id)
+    key = backbone.cache_key()
+    cache = open_cache(logdir)
+    try:
+        cache.execute("ATTACH DATABASE ? AS ds", (str(paths.db_path(logdir)),))
+        n_images = cache.execute("SELECT COUNT(*) FROM ds.images").fetchone()[0]
+        rows = cache.execute(
+            "SELECT i.id, f.vec FROM ds.images i JOIN features f ON f.sha256 = i.sha256 AND f.key = ? "
+            "ORDER BY i.id", (key,))
+        first = rows.fetchone()
+        n_found = 0 if first is None else cache.execute(
+            "SELECT COUNT(*) FROM ds.images i JOIN features f ON f.sha256 = i.sha256 AND f.key = ?",
+            (key,)).fetchone()[0]
+        if n_found < n_images:
+            raise FeaturesMissing(
+                f"{n_images - n_found} of {n_images} images have no {network_id} features yet: "
+                f"run `nipgboard embed {logdir} --network {network_id}` first."
+            )
+        dim = len(first[1]) // 4
+        ids = np.empty(n_images, dtype=np.int64)
+        X = np.empty((n_images, dim), dtype=np.float32)
+        ids[0], X[0] = first[0], np.frombuffer(first[1], dtype="<f4")
+        for i, (image_id, vec) in enumerate(rows, start=1):
+            ids[i] = image_id
+            X[i] = np.frombuffer(vec, dtype="<f4")
+        return ids, X
+    finally:
+        cache.close()

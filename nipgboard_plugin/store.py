@@ -1,0 +1,248 @@
+"""The dataset database: one SQLite file (WAL mode) per dataset.
+
+Holds the images that were found, the files that were skipped and why, exact
+duplicates, labels with their full history, and the train/test/pool split.
+Every label change goes through :meth:`Store.set_labels`, which appends to
+``label_history`` in the same transaction, so no edit is ever lost.
+"""
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import paths
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY,
+    sha256 TEXT NOT NULL UNIQUE,       -- hash of the file's bytes: the cache key of its features
+    path TEXT NOT NULL UNIQUE,         -- relative to the images root, '/'-separated
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    mode TEXT NOT NULL,                -- Pillow mode of the file before conversion to RGB
+    format TEXT NOT NULL,
+    n_bytes INTEGER NOT NULL,
+    split TEXT NOT NULL DEFAULT 'pool' CHECK (split IN ('train', 'test', 'pool')),
+    added_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS duplicates (
+    path TEXT PRIMARY KEY,             -- the copy that was not kept
+    image_id INTEGER NOT NULL REFERENCES images(id)
+);
+CREATE TABLE IF NOT EXISTS unreadable (
+    path TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    seen_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS label_issues (
+    source TEXT NOT NULL,              -- e.g. the CSV file and row
+    detail TEXT NOT NULL,
+    seen_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS labels (
+    image_id INTEGER PRIMARY KEY REFERENCES images(id),
+    label TEXT NOT NULL,
+    source TEXT NOT NULL,              -- folder, csv, user, ...
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS label_history (
+    id INTEGER PRIMARY KEY,
+    image_id INTEGER NOT NULL REFERENCES images(id),
+    old_label TEXT,                    -- NULL: the image had no label
+    new_label TEXT,                    -- NULL: the label was removed
+    source TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS label_history_image ON label_history(image_id);
+"""
+
+
+class Store:
+    """Access to one dataset's database. Cheap to open; safe to use from several processes."""
+
+    def __init__(self, logdir, create=False):
+        self.logdir = Path(logdir)
+        self.path = paths.db_path(logdir)
+        if not self.path.is_file():
+            if not create:
+                raise FileNotFoundError(
+                    f"No NIPGBoard dataset in {self.logdir}: run `nipgboard init {self.logdir} --images DIR` first."
+                )
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn.executescript(SCHEMA)
+
+    def close(self):
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @contextmanager
+    def transaction(self):
+        """One atomic write: all of it lands, or (on any error, crash or kill) none of it."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- meta -------------------------------------------------------------------------------
+    def get_meta(self, key, default=None):
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_meta(self, key, value, conn=None):
+        (conn or self.conn).execute(
+            "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, json.dumps(value)),
+        )
+
+    # -- images -----------------------------------------------------------------------------
+    def images_root(self) -> Path:
+        root = self.get_meta("images_root")
+        if root is None:
+            raise RuntimeError(f"Dataset {self.logdir} has no images folder recorded.")
+        return Path(root)
+
+    def image_count(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+
+    def image_rows(self, columns="id, sha256, path"):
+        """All images in id order, as tuples of the given columns."""
+        return self.conn.execute(f"SELECT {columns} FROM images ORDER BY id").fetchall()
+
+    def image_by_id(self, image_id):
+        row = self.conn.execute(
+            "SELECT id, sha256, path, width, height, mode, format, n_bytes, split FROM images WHERE id=?",
+            (int(image_id),),
+        ).fetchone()
+        return None if row is None else dict(
+            zip(("id", "sha256", "path", "width", "height", "mode", "format", "n_bytes", "split"), row)
+        )
+
+    def image_id_for_path(self, path):
+        """The image id for a path relative to the images root (or absolute inside it), or None.
+
+        A path listed as an exact duplicate resolves to the kept copy.
+        """
+        rel = self.relative_path(path)
+        if rel is None:
+            return None
+        row = self.conn.execute("SELECT id FROM images WHERE path=?", (rel,)).fetchone()
+        if row is None:
+            row = self.conn.execute("SELECT image_id FROM duplicates WHERE path=?", (rel,)).fetchone()
+        return None if row is None else row[0]
+
+    def relative_path(self, path):
+        p = Path(path)
+        if p.is_absolute():
+            try:
+                p = p.resolve().relative_to(self.images_root().resolve())
+            except ValueError:
+                return None
+        return p.as_posix()
+
+    def absolute_path(self, rel_path) -> Path:
+        return self.images_root() / rel_path
+
+    # -- labels -----------------------------------------------------------------------------
+    def labels(self) -> dict:
+        """{image_id: label} for every labelled image."""
+        return dict(self.conn.execute("SELECT image_id, label FROM labels"))
+
+    def set_labels(self, assignments, source="user"):
+        """Set (or with label None, remove) labels; each change is appended to the history.
+
+        ``assignments`` is an iterable of (image_id, label). Returns the number of labels changed.
+        Unchanged labels write nothing. Unknown image ids raise ``KeyError`` before anything is written.
+        """
+        assignments = [(int(i), None if lab is None else str(lab)) for i, lab in assignments]
+        now = time.time()
+        changed = 0
+        with self.transaction() as conn:
+            for image_id, label in assignments:
+                if conn.execute("SELECT 1 FROM images WHERE id=?", (image_id,)).fetchone() is None:
+                    raise KeyError(f"unknown image id {image_id}")
+            for image_id, label in assignments:
+                row = conn.execute("SELECT label FROM labels WHERE image_id=?", (image_id,)).fetchone()
+                old = row[0] if row else None
+                if old == label:
+                    continue
+                if label is None:
+                    conn.execute("DELETE FROM labels WHERE image_id=?", (image_id,))
+                else:
+                    conn.execute(
+                        "INSERT INTO labels(image_id, label, source, updated_at) VALUES(?,?,?,?) "
+                        "ON CONFLICT(image_id) DO UPDATE SET label=excluded.label, source=excluded.source, "
+                        "updated_at=excluded.updated_at",
+                        (image_id, label, source, now),
+                    )
+                conn.execute(
+                    "INSERT INTO label_history(image_id, old_label, new_label, source, at) VALUES(?,?,?,?,?)",
+                    (image_id, old, label, source, now),
+                )
+                changed += 1
+        return changed
+
+    def label_history(self, image_id=None, limit=None):
+        sql = "SELECT id, image_id, old_label, new_label, source, at FROM label_history"
+        args = []
+        if image_id is not None:
+            sql += " WHERE image_id=?"
+            args.append(int(image_id))
+        sql += " ORDER BY id"
+        if limit:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        keys = ("id", "image_id", "old_label", "new_label", "source", "at")
+        return [dict(zip(keys, r)) for r in self.conn.execute(sql, args)]
+
+    # -- splits -----------------------------------------------------------------------------
+    def splits(self) -> dict:
+        """{image_id: 'train' | 'test' | 'pool'}."""
+        return dict(self.conn.execute("SELECT id, split FROM images"))
+
+    # -- reports ----------------------------------------------------------------------------
+    def unreadable(self):
+        return [dict(path=p, reason=r) for p, r in self.conn.execute("SELECT path, reason FROM unreadable ORDER BY path")]
+
+    def duplicates(self):
+        rows = self.conn.execute(
+            "SELECT d.path, i.path, i.id FROM duplicates d JOIN images i ON i.id = d.image_id ORDER BY d.path"
+        )
+        return [dict(path=p, kept=k, image_id=i) for p, k, i in rows]
+
+    def label_issues(self):
+        return [dict(source=s, detail=d) for s, d in self.conn.execute("SELECT source, detail FROM label_issues")]
+
+    def summary(self) -> dict:
+        q = lambda sql: self.conn.execute(sql).fetchone()[0]  # noqa: E731
+        by_split = dict(self.conn.execute("SELECT split, COUNT(*) FROM images GROUP BY split"))
+        by_label = dict(self.conn.execute("SELECT label, COUNT(*) FROM labels GROUP BY label ORDER BY label"))
+        return {
+            "logdir": str(self.logdir),
+            "images_root": self.get_meta("images_root"),
+            "images": q("SELECT COUNT(*) FROM images"),
+            "labelled": q("SELECT COUNT(*) FROM labels"),
+            "classes": by_label,
+            "splits": {s: by_split.get(s, 0) for s in ("train", "test", "pool")},
+            "unreadable": self.unreadable(),
+            "duplicates": self.duplicates(),
+            "label_issues": self.label_issues(),
+            "test_fraction": self.get_meta("test_fraction"),
+            "seed": self.get_meta("seed"),
+        }
