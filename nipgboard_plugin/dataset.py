@@ -117,12 +117,15 @@ def inspect_file(args):
         return {"rel": rel, "ok": False, "reason": f"cannot decode: {type(exc).__name__}: {exc}"}
     if img.format not in ACCEPTED_FORMATS:
         return {"rel": rel, "ok": False, "reason": f"unsupported image format {img.format}"}
+    width, height = img.size
+    if imaging.exif_orientation(img) in (5, 6, 7, 8):  # rotated by 90 degrees when shown
+        width, height = height, width
     return {
         "rel": rel,
         "ok": True,
         "sha256": hashlib.sha256(data).hexdigest(),
-        "width": img.width,
-        "height": img.height,
+        "width": width,
+        "height": height,
         "mode": img.mode,
         "format": "JPEG" if img.format == "MPO" else img.format,
         "n_bytes": len(data),

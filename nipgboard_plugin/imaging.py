@@ -63,6 +63,14 @@ def open_image(source) -> Image.Image:
         raise UnreadableImage(f"cannot decode: {msg}") from None
 
 
+def exif_orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag (1 = as stored; 5-8 = turned by 90 degrees), 1 when absent or broken."""
+    try:
+        return int(img.getexif().get(0x0112, 1))
+    except Exception:
+        return 1
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert a decoded image of any mode to 8-bit RGB by the module's single rule."""
     try:

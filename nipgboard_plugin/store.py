@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import paths
+from .errors import UserError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -62,6 +63,10 @@ CREATE INDEX IF NOT EXISTS label_history_image ON label_history(image_id);
 """
 
 
+class DatasetMissing(UserError, FileNotFoundError):
+    """The directory holds no NIPGBoard dataset yet."""
+
+
 class Store:
     """Access to one dataset's database. Cheap to open; safe to use from several processes."""
 
@@ -70,7 +75,7 @@ class Store:
         self.path = paths.db_path(logdir)
         if not self.path.is_file():
             if not create:
-                raise FileNotFoundError(
+                raise DatasetMissing(
                     f"No NIPGBoard dataset in {self.logdir}: run `nipgboard init {self.logdir} --images DIR` first."
                 )
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,8 @@ normalisation of a network can never serve stale features.
 """
 import hashlib
 import json
+import os
+import threading
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -114,3 +116,23 @@ class Backbone:
         d["input_size"] = list(self.info.input_size)
         d.update(available=a.available, message=a.message)
         return d
+
+
+_fingerprints: dict = {}
+_fingerprints_lock = threading.Lock()
+
+
+def file_fingerprint(path) -> str:
+    """First 16 hex digits of the file's sha256, computed once per process and file version."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    with _fingerprints_lock:
+        if key in _fingerprints:
+            return _fingerprints[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    with _fingerprints_lock:
+        _fingerprints[key] = digest.hexdigest()[:16]
+    return _fingerprints[key]

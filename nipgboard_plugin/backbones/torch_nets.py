@@ -9,9 +9,6 @@
 Features are the global-average-pooled 1280-d vector the classifier reads (no dropout, no fc).
 This module imports torch; the registry imports it lazily so listing networks stays cheap.
 """
-import glob
-import os
-
 import torch
 from torch import nn
 
@@ -93,24 +90,6 @@ class EfficientNetFeatures(nn.Module):
 
 # --- loading ---
 
-def package_dir(module_name: str) -> str:
-    """Directory of an installed package, found without importing it."""
-    import importlib.util
-
-    spec = importlib.util.find_spec(module_name)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {module_name} is not installed")
-    return list(spec.submodule_search_locations)[0]
-
-
-def find_weights(module_name: str, pattern: str) -> str:
-    """The weights file shipped inside an installed package (``pattern`` is a glob)."""
-    hits = sorted(glob.glob(os.path.join(package_dir(module_name), "**", pattern), recursive=True))
-    if not hits:
-        raise FileNotFoundError(f"no {pattern} inside package {module_name}")
-    return hits[0]
-
-
 def _load_state(path):
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -145,3 +124,12 @@ def feature_extractor(net) -> nn.Module:
 def classifier_head(net) -> nn.Linear:
     """The final linear layer, to check that features are the ones the classifier reads."""
     return net.classifier[1] if isinstance(net, MobileNetV2) else net._fc
+
+
+def load_classifier(arch: str, weights_path: str):
+    """'mobilenet_v2' or 'efficientnet-liteN' -> the full ImageNet classifier in eval mode."""
+    if arch == "mobilenet_v2":
+        return load_mobilenet_v2(weights_path)
+    if arch.startswith("efficientnet-lite"):
+        return load_efficientnet_lite(int(arch[len("efficientnet-lite"):]), weights_path)
+    raise ValueError(f"unknown architecture {arch!r}")

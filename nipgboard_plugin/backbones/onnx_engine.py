@@ -1,0 +1,185 @@
+"""The inference engines: ONNX Runtime first, eager PyTorch as the fallback.
+
+A torch network is exported to ONNX once and the file is reused by every later run
+(and every dataset): its name carries the backbone's cache key, so new weights or a new
+preprocessing give a new file and never a stale one. The export is written to a temporary
+file and renamed into place, so a killed export leaves no half-written engine behind.
+"""
+import logging
+import os
+import re
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .. import paths
+from .base import NetworkUnavailable
+
+log = logging.getLogger(__name__)
+
+# Bump when the exported graph changes for the same weights and preprocessing.
+ENGINE_FORMAT = 1
+DEFAULT_BATCH = 32
+# Temp files older than this are left over from a killed export, not one in progress.
+STALE_TEMP_SECONDS = 3600
+
+
+class OrtEngine:
+    """Runs an ONNX file with ONNX Runtime on the CPU."""
+
+    kind = "onnxruntime"
+
+    def __init__(self, path, feature_dim=None, batch_size_hint=DEFAULT_BATCH, threads=None,
+                 exported=False):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        # One big convolution at a time uses all cores best; parallel branches would compete.
+        opts.intra_op_num_threads = threads or os.cpu_count() or 1
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.path = Path(path)
+        self.feature_dim = feature_dim
+        self.batch_size_hint = batch_size_hint
+        self.exported = exported  # True when this engine's file was exported just now
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if len(batch) == 0 and self.feature_dim:
+            return np.zeros((0, self.feature_dim), np.float32)
+        out = self.session.run(None, {self.input_name: batch})[0]
+        return np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
+
+
+class TorchEngine:
+    """Eager PyTorch, used when export or ONNX Runtime fails."""
+
+    kind = "torch"
+
+    def __init__(self, module, batch_size_hint=DEFAULT_BATCH):
+        self.module = module.eval()
+        self.batch_size_hint = batch_size_hint
+        self.exported = False
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        with torch.inference_mode():
+            out = self.module(x)
+        return out.numpy().astype(np.float32, copy=False).reshape(len(batch), -1)
+
+
+def engine_path(cache_key: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", cache_key)
+    return paths.engines_dir() / f"{safe}-v{ENGINE_FORMAT}.onnx"
+
+
+def export_onnx(module, input_shape, path: Path) -> None:
+    """Export ``module`` (eval mode) with a dynamic batch axis, atomically, to ``path``.
+
+    ``input_shape`` is (C, H, W) or (H, W, C): one image without the batch axis.
+    """
+    import torch
+
+    module = module.eval()
+    example = torch.zeros((2, *input_shape), dtype=torch.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                _export_dynamo(module, example, tmp)
+            except Exception as exc:  # the TorchScript exporter still handles some graphs
+                log.info("torch.export-based ONNX export failed (%s); trying TorchScript", exc)
+                _export_torchscript(module, example, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _export_dynamo(module, example, out):
+    import torch
+
+    program = torch.onnx.export(
+        module, (example,), dynamo=True, verbose=False, external_data=False,
+        input_names=["images"], output_names=["features"],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+    )
+    program.save(out, external_data=False)
+
+
+def _export_torchscript(module, example, out):
+    import torch
+
+    torch.onnx.export(
+        module, (example,), out, dynamo=False, opset_version=17,
+        input_names=["images"], output_names=["features"],
+        dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+    )
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    now = time.time()
+    for tmp in folder.glob("*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_TEMP_SECONDS:
+                tmp.unlink()
+        except OSError:
+            pass  # another process removed or is renaming it
+
+
+def torch_engine(backbone, build_module, kind="auto", threads=None,
+                 batch_size_hint=DEFAULT_BATCH):
+    """The fastest engine for a torch network.
+
+    ``build_module()`` returns the eval-mode feature extractor (called only when needed:
+    a cached ONNX file runs without loading torch). ``kind`` is 'auto', 'onnxruntime'
+    (fail rather than fall back) or 'torch' (eager, e.g. to compare with the export).
+    """
+    if kind not in ("auto", "onnxruntime", "torch"):
+        raise ValueError(f"kind must be 'auto', 'onnxruntime' or 'torch', not {kind!r}")
+    dim = backbone.info.feature_dim
+    if kind == "torch":
+        return TorchEngine(build_module(), batch_size_hint)
+    path = engine_path(backbone.cache_key())
+    module = None
+    try:
+        exported = False
+        if not path.is_file():
+            module = build_module()
+            export_onnx(module, _input_shape(backbone.preprocess), path)
+            exported = True
+        try:
+            return OrtEngine(path, dim, batch_size_hint, threads, exported)
+        except Exception:
+            if exported:
+                raise
+            # An unreadable cached file (disk trouble, foreign copy): export it afresh once.
+            log.warning("cached engine %s is unreadable; exporting it again", path)
+            module = module or build_module()
+            export_onnx(module, _input_shape(backbone.preprocess), path)
+            return OrtEngine(path, dim, batch_size_hint, threads, exported=True)
+    except NetworkUnavailable:
+        raise
+    except Exception as exc:
+        if kind == "onnxruntime":
+            raise
+        warnings.warn(f"{backbone.id}: ONNX Runtime engine unavailable ({exc!r}); "
+                      "running eager PyTorch, which is several times slower", RuntimeWarning)
+        return TorchEngine(module or build_module(), batch_size_hint)
+
+
+def _input_shape(pre):
+    h, w = pre.size
+    return (3, h, w) if pre.layout == "NCHW" else (h, w, 3)
