@@ -38,7 +38,7 @@ class OrtEngine:
 
         opts = ort.SessionOptions()
         # One big convolution at a time uses all cores best; parallel branches would compete.
-        opts.intra_op_num_threads = threads or os.cpu_count() or 1
+        opts.intra_op_num_threads = threads or usable_cpus()
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -76,6 +76,14 @@ class TorchEngine:
         return out.numpy().astype(np.float32, copy=False).reshape(len(batch), -1)
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (a container's affinity, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def engine_path(cache_key: str) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", cache_key)
     return paths.engines_dir() / f"{safe}-v{ENGINE_FORMAT}.onnx"
@@ -94,18 +102,47 @@ def export_onnx(module, input_shape, path: Path) -> None:
     _remove_stale_temps(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o644)  # engines are shared; mkstemp creates 0600
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
     try:
+        # The exporter warns about absent torchvision ops and deprecations: noise for users.
+        exporter_log.setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
                 _export_dynamo(module, example, tmp)
             except Exception as exc:  # the TorchScript exporter still handles some graphs
-                log.info("torch.export-based ONNX export failed (%s); trying TorchScript", exc)
+                first_line = (str(exc).strip().splitlines() or [repr(exc)])[0]
+                log.info("torch.export-based ONNX export failed (%s); trying TorchScript", first_line)
                 _export_torchscript(module, example, tmp)
+        verify_export(module, tmp, input_shape)
         os.replace(tmp, path)
     finally:
+        exporter_log.setLevel(level)
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+class ExportMismatch(RuntimeError):
+    """The exported graph computes something else than the module (e.g. a traced constant)."""
+
+
+def verify_export(module, onnx_path, input_shape, rtol=1e-3, atol=1e-3) -> float:
+    """Run the export and the module on the same random batch; raise if they disagree.
+
+    The batch size differs from the export example's, which also checks the dynamic axis.
+    """
+    import torch
+
+    x = np.random.default_rng(0).standard_normal((3, *input_shape)).astype(np.float32)
+    with torch.inference_mode():
+        expected = module(torch.from_numpy(x)).numpy().reshape(3, -1)
+    got = OrtEngine(onnx_path, threads=1).run(x)
+    if got.shape != expected.shape or not np.allclose(got, expected, rtol=rtol, atol=atol):
+        diff = np.abs(got - expected).max() if got.shape == expected.shape else float("inf")
+        raise ExportMismatch(f"ONNX export differs from the torch module (max abs diff {diff:.3g})")
+    return float(np.abs(got - expected).max())
 
 
 def _export_dynamo(module, example, out):

@@ -1,0 +1,919 @@
+"""Long work off the request thread: a persistent job queue and one long-lived worker process.
+
+The model
+---------
+* A job is a row of ``<run>/nipgboard/jobs.sqlite`` (one database per run, WAL mode): its kind
+  (``ingest``, ``embed``, ``project``, ...), validated parameters, state, progress (``done`` of
+  ``total`` in the current ``stage``, ``rate`` per second, ``eta`` in seconds), its result (JSON) or
+  error, and whether a cancel was requested.
+* States: ``queued`` -> ``running`` -> ``done`` | ``failed`` | ``cancelled``. A queued job can be
+  cancelled at once; a running one is asked to stop (it stops after its current batch, keeping what
+  it finished) and, if it does not within :data:`CANCEL_GRACE_SECONDS`, the worker is killed and
+  started afresh.
+* The TensorBoard process runs a :class:`JobManager`: one dispatcher thread takes the oldest queued
+  job of any run, claims it atomically (so two servers on one logdir never run a job twice) and hands
+  it to the worker, a single child process (``python -m nipgboard_plugin.jobs``) that stays alive
+  between jobs, so UMAP's compiled code, imported libraries and loaded networks are paid for once.
+  The worker writes progress and the final state into the job's row itself; requests only read
+  the database, so every route answers while a job runs.
+* Restarts: the worker dies with the server (it watches its stdin pipe and asks the kernel to kill
+  it when its parent dies). A job found ``running`` at start-up whose worker is gone, whether the
+  server was stopped, crashed or killed with ``kill -9``, is queued again (``resumed`` counts how
+  often) and resumes: feature extraction continues from its cache, ingestion adds only what is
+  missing, later stages recompute and replace their result atomically.
+
+Adding a stage is one :func:`pipeline_kind` line in :data:`KINDS` below.
+"""
+import argparse
+import contextlib
+import importlib
+import json
+import logging
+import os
+import queue
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import paths
+from .errors import UserError
+from .runs import jobs_db_path
+
+logger = logging.getLogger("nipgboard")
+
+STATES = ("queued", "running", "done", "failed", "cancelled")
+ACTIVE_STATES = ("queued", "running")
+CANCEL_GRACE_SECONDS = 5.0
+PROGRESS_INTERVAL = 0.25       # seconds between progress writes of a running job
+HEARTBEAT_SECONDS = 5.0
+STALE_SECONDS = 120.0          # a running job whose live worker has not written for this long is stale
+WORKER_MODULE = "nipgboard_plugin.jobs"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    params TEXT NOT NULL,                 -- JSON, validated when the job was submitted
+    state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+    stage TEXT,
+    done INTEGER NOT NULL DEFAULT 0,
+    total INTEGER,
+    rate REAL,
+    eta REAL,
+    message TEXT,
+    result TEXT,                          -- JSON
+    error TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    resumed INTEGER NOT NULL DEFAULT 0,   -- times the job was queued again after an interruption
+    worker_pid INTEGER,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, created_at);
+"""
+
+COLUMNS = ("id", "kind", "params", "state", "stage", "done", "total", "rate", "eta", "message", "result",
+           "error", "cancel_requested", "resumed", "worker_pid", "created_at", "started_at", "finished_at",
+           "updated_at")
+
+
+class JobCancelled(Exception):
+    """Raised inside a job (by its progress callback) when a cancel was requested."""
+
+
+# -- the job database of one run --------------------------------------------------------------------
+class JobStore:
+    """The jobs of one run. Cheap to open; safe to use from several processes and threads."""
+
+    def __init__(self, run_dir, create=False):
+        self.run_dir = Path(run_dir)
+        self.path = jobs_db_path(run_dir)
+        if not self.path.is_file():
+            if not create:
+                raise FileNotFoundError(self.path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(SCHEMA)
+
+    @classmethod
+    def open_if_exists(cls, run_dir):
+        try:
+            return cls(run_dir)
+        except FileNotFoundError:
+            return None
+
+    def close(self):
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @staticmethod
+    def _row(row):
+        if row is None:
+            return None
+        job = dict(zip(COLUMNS, row))
+        job["params"] = json.loads(job["params"])
+        job["result"] = json.loads(job["result"]) if job["result"] else None
+        job["cancel_requested"] = bool(job["cancel_requested"])
+        total = job["total"]
+        job["fraction"] = (min(1.0, job["done"] / total) if total else None) if job["state"] != "done" else 1.0
+        return job
+
+    def submit(self, kind, params):
+        now = time.time()
+        cur = self.conn.execute(
+            "INSERT INTO jobs(kind, params, state, created_at, updated_at, message) VALUES(?,?,?,?,?,?)",
+            (kind, json.dumps(params), "queued", now, now, "waiting for the worker"))
+        return self.get(cur.lastrowid)
+
+    def get(self, job_id):
+        return self._row(self.conn.execute(f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE id=?",
+                                           (int(job_id),)).fetchone())
+
+    def list(self, limit=100, states=None):
+        sql = f"SELECT {', '.join(COLUMNS)} FROM jobs"
+        args = []
+        if states:
+            sql += f" WHERE state IN ({','.join('?' * len(states))})"
+            args += list(states)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(int(limit))
+        return [self._row(r) for r in self.conn.execute(sql, args)]
+
+    def next_queued(self):
+        row = self.conn.execute("SELECT id, created_at FROM jobs WHERE state='queued' ORDER BY created_at, id "
+                                "LIMIT 1").fetchone()
+        return row
+
+    def claim(self, job_id, worker_pid):
+        """Mark a queued job running for ``worker_pid``; False if someone else took it first."""
+        now = time.time()
+        cur = self.conn.execute(
+            "UPDATE jobs SET state='running', worker_pid=?, started_at=COALESCE(started_at, ?), updated_at=?, "
+            "message='starting' WHERE id=? AND state='queued'", (worker_pid, now, now, int(job_id)))
+        return cur.rowcount == 1
+
+    def progress(self, job_id, stage, done, total, rate, eta, message=None):
+        self.conn.execute(
+            "UPDATE jobs SET stage=?, done=?, total=?, rate=?, eta=?, message=COALESCE(?, message), updated_at=? "
+            "WHERE id=? AND state='running'",
+            (stage, int(done), None if total is None else int(total), rate, eta, message, time.time(), int(job_id)))
+
+    def heartbeat(self, job_id):
+        self.conn.execute("UPDATE jobs SET updated_at=? WHERE id=? AND state='running'", (time.time(), int(job_id)))
+
+    def finish(self, job_id, state, result=None, error=None, message=None, only_if_running=True):
+        assert state in ("done", "failed", "cancelled")
+        now = time.time()
+        sql = ("UPDATE jobs SET state=?, result=?, error=?, message=?, finished_at=?, updated_at=?, eta=NULL, "
+               "worker_pid=NULL WHERE id=?")
+        if only_if_running:
+            sql += " AND state='running'"
+        cur = self.conn.execute(sql, (state, None if result is None else json.dumps(result, default=str),
+                                      error, message, now, now, int(job_id)))
+        return cur.rowcount == 1
+
+    def request_cancel(self, job_id):
+        """Cancel a queued job now; ask a running one to stop. Returns the job after the change."""
+        now = time.time()
+        with self.transaction():
+            self.conn.execute("UPDATE jobs SET state='cancelled', finished_at=?, updated_at=?, "
+                              "message='cancelled before it started' WHERE id=? AND state='queued'",
+                              (now, now, int(job_id)))
+            self.conn.execute("UPDATE jobs SET cancel_requested=1, updated_at=?, message='stopping' "
+                              "WHERE id=? AND state='running'", (now, int(job_id)))
+        return self.get(job_id)
+
+    def cancel_requested(self, job_id):
+        row = self.conn.execute("SELECT cancel_requested FROM jobs WHERE id=?", (int(job_id),)).fetchone()
+        return bool(row and row[0])
+
+    def requeue_interrupted(self, is_alive):
+        """Queue again every running job whose worker is gone (or silent for STALE_SECONDS)."""
+        now = time.time()
+        requeued = []
+        for job_id, pid, updated in self.conn.execute(
+                "SELECT id, worker_pid, updated_at FROM jobs WHERE state='running'").fetchall():
+            if pid and is_alive(pid) and now - updated < STALE_SECONDS:
+                continue
+            cur = self.conn.execute(
+                "UPDATE jobs SET state='queued', worker_pid=NULL, resumed=resumed+1, updated_at=?, "
+                "message='interrupted (the server stopped); queued again to resume' "
+                "WHERE id=? AND state='running'", (now, job_id))
+            if cur.rowcount:
+                requeued.append(job_id)
+        return requeued
+
+    @contextlib.contextmanager
+    def transaction(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+
+# -- what a job sees while it runs --------------------------------------------------------------------
+class JobContext:
+    """Passed to a job's function: progress reports (with rate and ETA) and cancel checks."""
+
+    def __init__(self, store: JobStore, job_id: int):
+        self.store = store
+        self.job_id = job_id
+        self._stage = None
+        self._stage_t0 = time.monotonic()
+        self._stage_done0 = 0
+        self._last_write = 0.0
+        self._last_cancel_check = 0.0
+        self._cancelled = False
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if not self._cancelled and now - self._last_cancel_check >= 0.2:
+            self._last_cancel_check = now
+            self._cancelled = self.store.cancel_requested(self.job_id)
+        return self._cancelled
+
+    def stage(self, name, total=None, message=None):
+        """Start a named stage (resets the rate and ETA clock)."""
+        self._stage = name
+        self._stage_t0 = time.monotonic()
+        self._stage_done0 = 0
+        self.store.progress(self.job_id, name, 0, total, None, None, message or name)
+        self._last_write = time.monotonic()
+
+    def progress(self, done, total=None, rate=None, eta=None, message=None, force=False):
+        """Report ``done`` of ``total``; rate and ETA are derived unless given. Raises JobCancelled
+        when a cancel was requested (so any stage that reports progress can be cancelled)."""
+        now = time.monotonic()
+        if rate is None:
+            elapsed = now - self._stage_t0
+            rate = (done - self._stage_done0) / elapsed if elapsed > 0 and done > self._stage_done0 else None
+        if eta is None and rate and total is not None:
+            eta = max(0.0, (total - done) / rate)
+        finished = total is not None and done >= total
+        if force or finished or now - self._last_write >= PROGRESS_INTERVAL:
+            self._last_write = now
+            self.store.progress(self.job_id, self._stage, done, total, _finite(rate), _finite(eta), message)
+        if self.should_stop():
+            raise JobCancelled()
+
+    def embed_progress(self, p):
+        """Adapter for ``features.embed``'s ``Progress`` objects."""
+        self.progress(p.done, p.total, rate=p.rate, eta=p.eta)
+
+    def counts_progress(self, done, total):
+        """Adapter for ``progress(done, total)`` callbacks."""
+        self.progress(done, total)
+
+
+def _finite(x):
+    if x is None:
+        return None
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if x == x and x not in (float("inf"), float("-inf")) else None
+
+
+# -- job kinds ----------------------------------------------------------------------------------------
+@dataclass
+class JobKind:
+    name: str
+    description: str
+    validate: Callable          # (params: dict, run_dir: Path | None) -> clean params (raises UserError/BadRequest)
+    run: Callable               # (ctx: JobContext, run_dir: Path, params: dict) -> JSON-able result
+    needs_dataset: bool = True
+    module: str = None          # a pipeline module the kind needs; missing -> kind unavailable
+
+    def available(self) -> bool:
+        if not self.module:
+            return True
+        try:
+            importlib.import_module(self.module)
+            return True
+        except ImportError:
+            return False
+
+
+def _v():
+    from . import web  # imported lazily: the worker process needs only what its jobs use
+    return web
+
+
+def _network(params, name="network", required=True):
+    """A network id of the registry that can run here."""
+    web = _v()
+    value = web.p_str(params, name, web.REQUIRED if required else None, max_len=100)
+    if value is None:
+        return None
+    from . import backbones
+    try:
+        backbone = backbones.get(value)
+    except KeyError:
+        known = ", ".join(b.describe()["id"] for b in backbones.all_backbones())
+        raise web.BadRequest(f"unknown network {value!r}; known networks: {known}") from None
+    avail = backbone.availability()
+    if not avail.available:
+        raise web.BadRequest(f"network {value} is not available here: {avail.message}")
+    return value
+
+
+def _networks(params, name="networks"):
+    web = _v()
+    value = params.get(name)
+    if not isinstance(value, list) or not 2 <= len(value) <= 10:
+        raise web.BadRequest(f"parameter {name!r} must be a list of 2 to 10 network ids")
+    out = [_network({name: v}, name) for v in value]
+    if len(set(out)) != len(out):
+        raise web.BadRequest(f"parameter {name!r} lists a network twice")
+    return out
+
+
+def _validate_ingest(params, run_dir):
+    web = _v()
+    web.check_keys(params, {"images", "labels_csv", "folder_labels", "test_fraction", "seed"})
+    has_dataset = run_dir is not None and paths.is_dataset(run_dir)
+    images = web.p_str(params, "images", None if has_dataset else web.REQUIRED, max_len=4096)
+    if images is not None:
+        if not os.path.isabs(images):
+            raise web.BadRequest("parameter 'images' must be an absolute path to a folder on the server's machine")
+        if not os.path.isdir(images):
+            raise web.BadRequest(f"images folder not found: {images}")
+        images = os.path.realpath(images)
+    labels_csv = web.p_str(params, "labels_csv", None, max_len=4096)
+    if labels_csv is not None:
+        if not os.path.isabs(labels_csv) or not os.path.isfile(labels_csv):
+            raise web.BadRequest(f"parameter 'labels_csv' must be the absolute path of a CSV file: {labels_csv}")
+    return {"images": images, "labels_csv": labels_csv,
+            "folder_labels": web.p_bool(params, "folder_labels", False),
+            "test_fraction": web.p_float(params, "test_fraction", 0.2, lo=0.0, hi=0.9),
+            "seed": web.p_int(params, "seed", 0, lo=0, hi=2 ** 31 - 1)}
+
+
+def _run_ingest(ctx, run_dir, p):
+    from .dataset import ingest
+    from .store import Store
+
+    images = p["images"]
+    if images is None:
+        with Store(run_dir) as store:
+            images = str(store.images_root())
+    ctx.stage("inspecting files")
+    return ingest(run_dir, images, labels_csv=p["labels_csv"], folder_labels_from_subdirs=p["folder_labels"],
+                  test_fraction=p["test_fraction"], seed=p["seed"], progress=ctx.counts_progress)
+
+
+def _validate_embed(params, run_dir):
+    web = _v()
+    web.check_keys(params, {"network", "batch_size"})
+    return {"network": _network(params), "batch_size": web.p_int(params, "batch_size", 32, lo=1, hi=512)}
+
+
+def _run_embed(ctx, run_dir, p):
+    from .features import embed
+
+    ctx.stage("extracting features")
+    result = embed(run_dir, p["network"], batch_size=p["batch_size"], progress=ctx.embed_progress,
+                   should_stop=ctx.should_stop)
+    if result.get("stopped"):
+        raise JobCancelled(result)
+    return result
+
+
+def _validate_duplicates(params, run_dir):
+    web = _v()
+    web.check_keys(params, {"network", "threshold"})
+    return {"network": _network(params), "threshold": web.p_float(params, "threshold", 0.3, lo=0.0, hi=2.0)}
+
+
+def _run_duplicates(ctx, run_dir, p):
+    from .neighbours import near_duplicate_groups
+    from .features import load_features
+
+    ctx.stage("finding near duplicates")
+    ids, X = load_features(run_dir, p["network"])
+    groups = near_duplicate_groups(X, p["threshold"])
+    return {"network": p["network"], "threshold": p["threshold"],
+            "groups": [[int(ids[r]) for r in g] for g in groups]}
+
+
+def _validate_rare(params, run_dir):
+    web = _v()
+    web.check_keys(params, {"network", "n", "k"})
+    return {"network": _network(params), "n": web.p_int(params, "n", 20, lo=1, hi=10000),
+            "k": web.p_int(params, "k", 10, lo=1, hi=200)}
+
+
+def _run_rare(ctx, run_dir, p):
+    from .neighbours import rarest
+    from .features import load_features
+
+    ctx.stage("scoring rarity")
+    ids, X = load_features(run_dir, p["network"])
+    rows, scores = rarest(X, n=p["n"], k=p["k"])
+    return {"network": p["network"], "k": p["k"],
+            "rare": [{"id": int(ids[r]), "rarity": float(s)} for r, s in zip(rows, scores)]}
+
+
+def _validate_sprites(params, run_dir):
+    web = _v()
+    from . import thumbnails
+    web.check_keys(params, {"tile"})
+    return {"tile": web.p_int(params, "tile", thumbnails.DEFAULT_TILE, lo=min(thumbnails.TILE_SIZES),
+                              hi=max(thumbnails.TILE_SIZES))}
+
+
+def _run_sprites(ctx, run_dir, p):
+    from . import thumbnails
+
+    ctx.stage("drawing sprite atlases")
+    return thumbnails.build_sprites(run_dir, p["tile"], progress=ctx.counts_progress)
+
+
+def _run_warmup(ctx, run_dir, p):
+    ctx.stage("compiling UMAP")
+    return {"seconds": warm_up()}
+
+
+def warm_up():
+    """Compile UMAP's code in this process once (no-op when the projection stage is absent)."""
+    try:
+        from . import projection
+    except ImportError:
+        return 0.0
+    fn = getattr(projection, "warm_up", None)
+    return float(fn() or 0.0) if fn else 0.0
+
+
+# -- pipeline stages: one line each ---------------------------------------------------------------------
+def _spec_validator(spec):
+    """Validator from {param: (kind, default, *limits)} with kinds network/networks/int/float/bool/str."""
+    def validate(params, run_dir):
+        web = _v()
+        web.check_keys(params, set(spec))
+        out = {}
+        for name, (kind, default, *extra) in spec.items():
+            if kind == "network":
+                out[name] = _network(params, name, required=default is web.REQUIRED)
+            elif kind == "networks":
+                out[name] = _networks(params, name)
+            elif kind == "int":
+                out[name] = web.p_int(params, name, default, *extra)
+            elif kind == "float":
+                out[name] = web.p_float(params, name, default, *extra)
+            elif kind == "bool":
+                out[name] = web.p_bool(params, name, default)
+            elif kind == "choice":
+                out[name] = web.p_str(params, name, default, choices=extra[0])
+            elif kind == "str":
+                out[name] = web.p_str(params, name, default, max_len=200)
+            else:  # pragma: no cover - a programming error in a spec
+                raise ValueError(kind)
+        return out
+    return validate
+
+
+def pipeline_kind(name, target, spec, description, positional=("network",), stage=None):
+    """A job kind that calls the library function ``target`` ('module:function') as
+    ``function(run_dir, *positional params, **other params)``; parameters valued None are left to the
+    function's defaults, and ``progress``/``should_stop`` are passed when the function takes them."""
+    module, func = target.split(":")
+
+    def run(ctx, run_dir, params):
+        fn = getattr(importlib.import_module(module), func)
+        ctx.stage(stage or name)
+        args = [params[p] for p in positional if p in params]
+        kwargs = {k: v for k, v in params.items() if v is not None and k not in positional}
+        kwargs.update(_progress_kwargs(fn, ctx))
+        return fn(run_dir, *args, **kwargs)
+
+    return JobKind(name, description, _spec_validator(spec), run, module=module)
+
+
+def _progress_kwargs(fn, ctx):
+    """Pass ``progress``/``should_stop`` to library functions that accept them."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    out = {}
+    if "progress" in sig:
+        out["progress"] = ctx.counts_progress
+    if "should_stop" in sig:
+        out["should_stop"] = ctx.should_stop
+    return out
+
+
+def _req():
+    return _v().REQUIRED
+
+
+KINDS = {k.name: k for k in [
+    JobKind("ingest", "add a folder of images (and labels) to a run, creating it if needed",
+            _validate_ingest, _run_ingest, needs_dataset=False),
+    JobKind("embed", "extract and cache the features of every image with a network", _validate_embed, _run_embed),
+    JobKind("duplicates", "near-duplicate groups within a feature distance", _validate_duplicates, _run_duplicates),
+    JobKind("rare", "the least similar images", _validate_rare, _run_rare),
+    JobKind("sprites", "draw the sprite atlases of thumbnails for the 3-D view", _validate_sprites, _run_sprites),
+    JobKind("warmup", "compile UMAP's code in the worker", lambda p, d: {}, _run_warmup, needs_dataset=False),
+]}
+
+
+def _register_pipeline_kinds():
+    REQ = _req()
+    umap_opts = {
+        "n_neighbors": ("int", None, 2, 200), "min_dist": ("float", None, 0.0, 1.0),
+        "learning_rate": ("float", None, 1e-4, 100.0), "local_connectivity": ("float", None, 0.1, 50.0),
+        "negative_sample_rate": ("int", None, 1, 50), "n_epochs": ("int", None, 1, 5000),
+        "metric": ("choice", None, ("euclidean", "cosine", "manhattan", "correlation")),
+    }
+    kinds = [
+        pipeline_kind("project", "nipgboard_plugin.projection:project_dataset", dict(
+            network=("network", REQ), mode=("choice", "supervised", ("supervised", "semi-supervised",
+                                                                     "unsupervised")),
+            method=("choice", "umap", ("umap", "pca")), n_components=("int", 3, 2, 3),
+            random_state=("int", 0, 0, 2 ** 31 - 1), **umap_opts),
+            "UMAP (or PCA) of a network's features to 2-D or 3-D"),
+    ]
+    for k in kinds:
+        KINDS[k.name] = k
+
+
+_register_pipeline_kinds()
+
+
+def kinds_info():
+    return [{"kind": k.name, "description": k.description, "available": k.available(),
+             "needs_dataset": k.needs_dataset} for k in KINDS.values() if k.name != "warmup"]
+
+
+# -- the worker process --------------------------------------------------------------------------------
+def _set_parent_death_signal():
+    """Ask Linux to SIGKILL this process when its parent dies (even by kill -9)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except Exception:  # noqa: BLE001 - the stdin watchdog still covers this
+        pass
+
+
+def _exit_now():
+    """Stop this worker and any process pool it started (its own process group) at once."""
+    with contextlib.suppress(Exception):
+        if os.getpgrp() == os.getpid():
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+    os._exit(0)
+
+
+def run_job(run_dir, job_id):
+    """Run one claimed job in this process: call its kind, record the outcome in its row."""
+    store = JobStore(run_dir)
+    try:
+        job = store.get(job_id)
+        kind = KINDS.get(job["kind"])
+        ctx = JobContext(store, job_id)
+        stop_beat = threading.Event()
+
+        def beat():
+            while not stop_beat.wait(HEARTBEAT_SECONDS):
+                with contextlib.suppress(Exception):
+                    store.heartbeat(job_id)
+
+        beater = threading.Thread(target=beat, name="nipgboard-heartbeat", daemon=True)
+        beater.start()
+        try:
+            if kind is None:
+                raise UserError(f"unknown job kind {job['kind']!r}")
+            result = kind.run(ctx, Path(run_dir), job["params"])
+            store.finish(job_id, "done", result=result, message="finished")
+            return "done"
+        except JobCancelled as exc:
+            partial = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else None
+            store.finish(job_id, "cancelled", result=partial, message="cancelled; finished work is kept")
+            return "cancelled"
+        except UserError as exc:
+            store.finish(job_id, "failed", error=str(exc), message="failed")
+            return "failed"
+        except Exception as exc:  # noqa: BLE001 - any failure is recorded in the job, the worker lives on
+            logger.error("nipgboard job %s (%s) failed:\n%s", job_id, job["kind"], traceback.format_exc())
+            store.finish(job_id, "failed", error=f"{type(exc).__name__}: {exc}", message="failed")
+            return "failed"
+        finally:
+            stop_beat.set()
+    finally:
+        store.close()
+
+
+def worker_main():
+    """Entry point of the worker: read commands as JSON lines on stdin, answer on the original stdout."""
+    _set_parent_death_signal()
+    parent = os.getppid()
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything a library prints goes to stderr, never into the protocol
+    sys.stdout = sys.stderr
+    lock = threading.Lock()
+
+    def send(**msg):
+        with lock:
+            proto.write(json.dumps(msg) + "\n")
+            proto.flush()
+
+    commands = queue.Queue()
+
+    def read_commands():
+        for line in sys.stdin:
+            with contextlib.suppress(ValueError):
+                commands.put(json.loads(line))
+        _exit_now()  # the server is gone (stdin closed): stop at once, the job will be resumed
+
+    threading.Thread(target=read_commands, name="nipgboard-stdin", daemon=True).start()
+
+    def orphan_watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                _exit_now()
+
+    threading.Thread(target=orphan_watch, name="nipgboard-orphan", daemon=True).start()
+    send(op="ready", pid=os.getpid())
+    if os.environ.get("NIPGBOARD_WARMUP", "1") != "0":
+        def warm():
+            try:
+                send(op="warm", seconds=warm_up())
+            except Exception as exc:  # noqa: BLE001
+                send(op="warm", error=str(exc))
+        threading.Thread(target=warm, name="nipgboard-warmup", daemon=True).start()
+    while True:
+        cmd = commands.get()
+        if cmd.get("op") == "exit":
+            break
+        if cmd.get("op") == "run":
+            state = run_job(cmd["run_dir"], cmd["job_id"])
+            send(op="finished", run_dir=cmd["run_dir"], job_id=cmd["job_id"], state=state)
+
+
+# -- the server side -----------------------------------------------------------------------------------
+def pid_alive(pid) -> bool:
+    """Whether ``pid`` is a live NIPGBoard worker (not a reused pid of something else)."""
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError, TypeError):
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{int(pid)}/cmdline", "rb") as fh:
+            cmdline = fh.read()
+        with open(f"/proc/{int(pid)}/stat", "rb") as fh:
+            zombie = fh.read().rsplit(b")", 1)[-1].split()[0] == b"Z"
+        return WORKER_MODULE.encode() in cmdline and not zombie
+    except OSError:
+        return True  # no /proc: trust kill(0)
+
+
+class Worker:
+    """The child process and the thread that reads its messages."""
+
+    def __init__(self):
+        env = dict(os.environ)
+        pkg_parent = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", WORKER_MODULE, "--worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=None, env=env, start_new_session=True, text=True, bufsize=1)
+        self.messages = queue.Queue()
+        self.warm = None
+        self.started_at = time.time()
+        threading.Thread(target=self._read, name="nipgboard-worker-reader", daemon=True).start()
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if msg.get("op") == "warm":
+                self.warm = msg
+            self.messages.put(msg)
+        self.messages.put({"op": "exited"})
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def send(self, **msg):
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+
+    def kill(self):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the worker and any process pool it started
+        with contextlib.suppress(Exception):
+            self.proc.kill()
+        with contextlib.suppress(Exception):
+            self.proc.wait(timeout=10)
+
+    def stop(self):
+        if self.alive():
+            with contextlib.suppress(Exception):
+                self.send(op="exit")
+            try:
+                self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@dataclass
+class Running:
+    run_name: str
+    run_dir: Path
+    job_id: int
+    started: float = field(default_factory=time.monotonic)
+    cancel_seen: float = None
+
+
+class JobManager:
+    """Queue, dispatcher thread and worker of one TensorBoard process."""
+
+    def __init__(self, run_index, start_worker_early=None):
+        self.runs = run_index
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self.worker = None
+        self.running = None
+        self.recovered = []
+        if start_worker_early is None:
+            start_worker_early = os.environ.get("NIPGBOARD_WARMUP", "1") != "0"
+        self._early = start_worker_early
+        self._thread = None
+
+    # -- called by routes ---------------------------------------------------------------------------
+    def start(self):
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="nipgboard-dispatcher", daemon=True)
+                self._thread.start()
+
+    def submit(self, run_dir, kind, params):
+        with JobStore(run_dir, create=True) as store:
+            job = store.submit(kind, params)
+        self.runs.invalidate()
+        self.start()
+        self._wake.set()
+        return job
+
+    def cancel(self, run_dir, job_id):
+        with JobStore(run_dir) as store:
+            job = store.request_cancel(job_id)
+        self._wake.set()
+        return job
+
+    def status(self):
+        w = self.worker
+        r = self.running
+        return {
+            "worker": None if w is None else {"pid": w.pid, "alive": w.alive(),
+                                              "warm": None if w.warm is None else w.warm.get("seconds") is not None},
+            "running": None if r is None else {"run": r.run_name, "id": r.job_id},
+            "recovered": self.recovered,
+        }
+
+    def shutdown(self):
+        self._stopping.set()
+        self._wake.set()
+        if self.worker is not None:
+            self.worker.stop()
+
+    # -- the dispatcher -----------------------------------------------------------------------------
+    def _loop(self):
+        try:
+            self._recover()
+            if self._early and self.runs.runs():
+                self._ensure_worker()
+            while not self._stopping.is_set():
+                nxt = self._next_job()
+                if nxt is None:
+                    self._wake.wait(timeout=1.0)
+                    self._wake.clear()
+                    continue
+                self._dispatch(*nxt)
+        except Exception:  # noqa: BLE001
+            logger.exception("nipgboard: the job dispatcher stopped")
+            with self._lock:
+                self._thread = None
+
+    def _recover(self):
+        for name, run_dir in self.runs.runs(fresh=True).items():
+            store = JobStore.open_if_exists(run_dir)
+            if store is None:
+                continue
+            with store:
+                for job_id in store.requeue_interrupted(pid_alive):
+                    self.recovered.append({"run": name, "id": job_id})
+                    logger.warning("nipgboard: job %s of run %s was interrupted; queued again", job_id, name)
+
+    def _next_job(self):
+        best = None
+        for name, run_dir in self.runs.runs().items():
+            store = JobStore.open_if_exists(run_dir)
+            if store is None:
+                continue
+            with store:
+                row = store.next_queued()
+            if row is not None and (best is None or row[1] < best[3]):
+                best = (name, run_dir, row[0], row[1])
+        return None if best is None else best[:3]
+
+    def _ensure_worker(self):
+        if self.worker is None or not self.worker.alive():
+            if self.worker is not None:
+                self.worker.kill()
+            self.worker = Worker()
+        return self.worker
+
+    def _dispatch(self, run_name, run_dir, job_id):
+        worker = self._ensure_worker()
+        with JobStore(run_dir) as store:
+            if not store.claim(job_id, worker.pid):
+                return
+            self.running = Running(run_name, run_dir, job_id)
+            try:
+                worker.send(op="run", run_dir=str(run_dir), job_id=job_id)
+                self._wait(worker, store, self.running)
+            finally:
+                self.running = None
+                self.runs.invalidate()
+
+    def _wait(self, worker, store, running):
+        while True:
+            try:
+                msg = worker.messages.get(timeout=0.3)
+            except queue.Empty:
+                msg = None
+            if msg is not None:
+                if msg.get("op") == "finished" and msg.get("job_id") == running.job_id:
+                    return
+                if msg.get("op") != "exited":
+                    continue
+            if msg is not None or not worker.alive():
+                code = worker.proc.wait()
+                if self._stopping.is_set():
+                    return
+                store.finish(running.job_id, "failed",
+                             error=f"the worker process stopped unexpectedly (exit code {code})",
+                             message="failed")
+                return
+            if store.cancel_requested(running.job_id):
+                if running.cancel_seen is None:
+                    running.cancel_seen = time.monotonic()
+                    with contextlib.suppress(Exception):
+                        worker.send(op="noop")
+                elif time.monotonic() - running.cancel_seen > CANCEL_GRACE_SECONDS:
+                    worker.kill()
+                    store.finish(running.job_id, "cancelled",
+                                 message="cancelled; the worker was restarted to stop it, finished work is kept")
+                    return
+            if self._stopping.is_set():
+                return
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="NIPGBoard job worker (started by the TensorBoard plugin)")
+    parser.add_argument("--worker", action="store_true", required=True)
+    parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="nipgboard worker: %(message)s")
+    worker_main()
+
+
+if __name__ == "__main__":
+    main()
