@@ -20,11 +20,14 @@ setup(
         "onnxruntime>=1.17",
         "tensorboard>=2.16",
         "tqdm>=4.60",
+        "umap-learn>=0.5.5",
+        "python-louvain>=0.16",
+        "networkx>=3.0",
     ],
     extras_require={
         # torch is pinned: an unpinned torch pulls gigabytes of CUDA packages.
         "torch": ["torch==2.13.0"],
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "scikit-image>=0.22", "keras>=3.0"],
     },
     entry_points={
         "tensorboard_plugins": ["nipgboard = nipgboard_plugin.plugin:NipgboardLoader"],

@@ -15,10 +15,11 @@ Graphs (built in scipy/numpy, never an n x n matrix):
 Edge weights are similarities, the inverse of the distance (plus a tiny epsilon for coincident points);
 modularity does not depend on their scale.
 
-Communities: ``louvain`` (python-louvain; ``resolution`` is the usual modularity resolution gamma:
+Communities: ``louvain`` (networkx's implementation, see :func:`louvain`; ``resolution`` is the usual modularity resolution gamma:
 above 1 gives more and smaller clusters, below 1 fewer and larger ones; ``random_state`` makes it
 reproducible) or ``girvan-newman``
-(networkx), refused above :data:`GIRVAN_NEWMAN_MAX_NODES` images because its cost grows with the
+(networkx; edges removed by betweenness times length, see :func:`girvan_newman`), refused above
+:data:`GIRVAN_NEWMAN_MAX_NODES` images because its cost grows with the
 cube of the number of images: minutes beyond that. Girvan-Newman's hierarchy is cut at the level of
 highest modularity (at most ``max_clusters`` levels are explored).
 
@@ -202,17 +203,21 @@ def louvain(G, resolution=1.0, random_state=0):
     """Louvain communities of the graph of distances ``G``: (community per node, modularity).
 
     ``resolution`` is the usual modularity resolution (gamma): above 1 more and smaller communities,
-    below 1 fewer and larger ones. python-louvain calls its parameter a Markov time, the inverse of gamma.
+    below 1 fewer and larger ones. Runs networkx's Louvain implementation: python-louvain's
+    ``best_partition`` stops early for gamma below 1 (its stopping test scales the wrong term of the
+    modularity), so lowering the resolution gave *more* clusters there; networkx's is also faster.
     """
-    import community as community_louvain
+    import networkx as nx
 
     n = G.shape[0]
     rows, cols, w = _similarity_edges(G)
     if len(w) == 0:
         return np.arange(n), 0.0
     g = _nx_graph(n, rows, cols, w)
-    part = community_louvain.best_partition(g, resolution=1.0 / float(resolution), random_state=random_state)
-    labels = np.array([part[i] for i in range(n)], dtype=np.int64)
+    parts = nx.community.louvain_communities(g, weight="weight", resolution=float(resolution), seed=random_state)
+    labels = np.empty(n, dtype=np.int64)
+    for ci, members in enumerate(parts):
+        labels[list(members)] = ci
     return labels, modularity(rows, cols, w, labels, float(resolution))
 
 
@@ -237,9 +242,10 @@ def girvan_newman(G, max_clusters=50):
     best_q = modularity(g, best, weight="weight")
 
     def most_valuable_edge(graph):
-        # Remove the edge of highest betweenness, where paths are measured in distance (1/similarity).
+        # Betweenness times length: on a tree every path is unique, so plain betweenness only measures how
+        # evenly an edge splits the tree; weighting by length removes the long bridges between groups first.
         eb = nx.edge_betweenness_centrality(graph, weight=lambda u, v, d: 1.0 / d["weight"])
-        return max(eb, key=eb.get)
+        return max(eb, key=lambda e: eb[e] / graph.edges[e]["weight"])
 
     for parts in itertools.islice(gn(g, most_valuable_edge=most_valuable_edge), max_clusters):
         q = modularity(g, parts, weight="weight")

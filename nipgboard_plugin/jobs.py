@@ -13,16 +13,19 @@ The model
 * The TensorBoard process runs a :class:`JobManager`: one dispatcher thread takes the oldest queued
   job of any run, claims it atomically (so two servers on one logdir never run a job twice) and hands
   it to the worker, a single child process (``python -m nipgboard_plugin.jobs``) that stays alive
-  between jobs, so UMAP's compiled code, imported libraries and loaded networks are paid for once.
+  between jobs, so UMAP's compiled code (warmed up when the worker starts, unless
+  ``NIPGBOARD_WARMUP=0``) and the imported libraries are paid for once.
   The worker writes progress and the final state into the job's row itself; requests only read
   the database, so every route answers while a job runs.
-* Restarts: the worker dies with the server (it watches its stdin pipe and asks the kernel to kill
-  it when its parent dies). A job found ``running`` at start-up whose worker is gone, whether the
+* Restarts: the worker dies with the server, with any process pool it started (it watches its
+  command pipe and its parent, and asks the kernel for SIGTERM when its parent dies, even by kill -9). A job found ``running`` at start-up whose worker is gone, whether the
   server was stopped, crashed or killed with ``kill -9``, is queued again (``resumed`` counts how
   often) and resumes: feature extraction continues from its cache, ingestion adds only what is
   missing, later stages recompute and replace their result atomically.
 
-Adding a stage is one :func:`pipeline_kind` line in :data:`KINDS` below.
+Each kind validates its parameters when the job is submitted (a bad one is a 400 before anything is
+queued); ``/kinds`` lists them. Adding a library stage is one :func:`pipeline_kind` line in
+:func:`_register_pipeline_kinds` below.
 """
 import argparse
 import contextlib
@@ -53,7 +56,8 @@ ACTIVE_STATES = ("queued", "running")
 CANCEL_GRACE_SECONDS = 5.0
 PROGRESS_INTERVAL = 0.25       # seconds between progress writes of a running job
 HEARTBEAT_SECONDS = 5.0
-STALE_SECONDS = 120.0          # a running job whose live worker has not written for this long is stale
+STALE_SECONDS = 600.0          # a running job whose live worker has not written for this long is stale
+RECOVER_EVERY_SECONDS = 10.0   # how often the dispatcher looks for jobs left running by a dead worker
 WORKER_MODULE = "nipgboard_plugin.jobs"
 
 SCHEMA = """
@@ -259,9 +263,10 @@ class JobContext:
         self.store.progress(self.job_id, name, 0, total, None, None, message or name)
         self._last_write = time.monotonic()
 
-    def progress(self, done, total=None, rate=None, eta=None, message=None, force=False):
+    def progress(self, done, total=None, rate=None, eta=None, message=None, force=False, check_cancel=True):
         """Report ``done`` of ``total``; rate and ETA are derived unless given. Raises JobCancelled
-        when a cancel was requested (so any stage that reports progress can be cancelled)."""
+        when a cancel was requested (so any stage that reports progress can be cancelled), unless
+        ``check_cancel`` is False (for stages that poll ``should_stop`` themselves)."""
         now = time.monotonic()
         if rate is None:
             elapsed = now - self._stage_t0
@@ -272,12 +277,14 @@ class JobContext:
         if force or finished or now - self._last_write >= PROGRESS_INTERVAL:
             self._last_write = now
             self.store.progress(self.job_id, self._stage, done, total, _finite(rate), _finite(eta), message)
-        if self.should_stop():
+        if check_cancel and self.should_stop():
             raise JobCancelled()
 
     def embed_progress(self, p):
         """Adapter for ``features.embed``'s ``Progress`` objects."""
-        self.progress(p.done, p.total, rate=p.rate, eta=p.eta)
+        if self._stage != "extracting features":
+            self.stage("extracting features", p.total)
+        self.progress(p.done, p.total, rate=p.rate, eta=p.eta, check_cancel=False)
 
     def counts_progress(self, done, total):
         """Adapter for ``progress(done, total)`` callbacks."""
@@ -303,6 +310,7 @@ class JobKind:
     run: Callable               # (ctx: JobContext, run_dir: Path, params: dict) -> JSON-able result
     needs_dataset: bool = True
     module: str = None          # a pipeline module the kind needs; missing -> kind unavailable
+    params: dict = None         # {name: "type, default"}: what /kinds shows the frontend
 
     def available(self) -> bool:
         if not self.module:
@@ -317,6 +325,9 @@ class JobKind:
 def _v():
     from . import web  # imported lazily: the worker process needs only what its jobs use
     return web
+
+
+REQUIRED_NETWORKS = object()
 
 
 def _network(params, name="network", required=True):
@@ -337,11 +348,16 @@ def _network(params, name="network", required=True):
     return value
 
 
-def _networks(params, name="networks"):
+def _networks(params, name="networks", default=REQUIRED_NETWORKS, min_n=2):
+    """A list of ``min_n`` to 10 distinct runnable network ids (None when optional and absent)."""
     web = _v()
-    value = params.get(name)
-    if not isinstance(value, list) or not 2 <= len(value) <= 10:
-        raise web.BadRequest(f"parameter {name!r} must be a list of 2 to 10 network ids")
+    value = params.get(name, default)
+    if value is REQUIRED_NETWORKS:
+        raise web.BadRequest(f"parameter {name!r} is required")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not min_n <= len(value) <= 10:
+        raise web.BadRequest(f"parameter {name!r} must be a list of {min_n} to 10 network ids")
     out = [_network({name: v}, name) for v in value]
     if len(set(out)) != len(out):
         raise web.BadRequest(f"parameter {name!r} lists a network twice")
@@ -359,6 +375,11 @@ def _validate_ingest(params, run_dir):
         if not os.path.isdir(images):
             raise web.BadRequest(f"images folder not found: {images}")
         images = os.path.realpath(images)
+        if run_dir is not None:
+            real_run = os.path.realpath(run_dir)
+            if os.path.commonpath([real_run, images]) == images:
+                raise web.BadRequest("the images folder contains the run's own folder (its thumbnails and "
+                                     "caches would be read as images): choose a run outside the images folder")
     labels_csv = web.p_str(params, "labels_csv", None, max_len=4096)
     if labels_csv is not None:
         if not os.path.isabs(labels_csv) or not os.path.isfile(labels_csv):
@@ -391,7 +412,7 @@ def _validate_embed(params, run_dir):
 def _run_embed(ctx, run_dir, p):
     from .features import embed
 
-    ctx.stage("extracting features")
+    ctx.stage("loading the network")
     result = embed(run_dir, p["network"], batch_size=p["batch_size"], progress=ctx.embed_progress,
                    should_stop=ctx.should_stop)
     if result.get("stopped"):
@@ -465,8 +486,23 @@ def warm_up():
 
 
 # -- pipeline stages: one line each ---------------------------------------------------------------------
+# A spec maps each parameter to (type, default, *limits). Types: network (a runnable network id),
+# networks (a list of them, at least ``limits[0]``), int, float, bool, choice (limits[0]: the choices),
+# str, and int_list / float_list / choice_list (a list of 1 to 10 such values, for grids).
+MAX_GRID_VALUES = 10
+
+
+def _list_param(params, name, default, item_check):
+    web = _v()
+    value = params.get(name, default)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_GRID_VALUES:
+        raise web.BadRequest(f"parameter {name!r} must be a list of 1 to {MAX_GRID_VALUES} values")
+    return [item_check({name: v}, name) for v in value]
+
+
 def _spec_validator(spec):
-    """Validator from {param: (kind, default, *limits)} with kinds network/networks/int/float/bool/str."""
     def validate(params, run_dir):
         web = _v()
         web.check_keys(params, set(spec))
@@ -475,7 +511,7 @@ def _spec_validator(spec):
             if kind == "network":
                 out[name] = _network(params, name, required=default is web.REQUIRED)
             elif kind == "networks":
-                out[name] = _networks(params, name)
+                out[name] = _networks(params, name, default, *extra)
             elif kind == "int":
                 out[name] = web.p_int(params, name, default, *extra)
             elif kind == "float":
@@ -486,27 +522,72 @@ def _spec_validator(spec):
                 out[name] = web.p_str(params, name, default, choices=extra[0])
             elif kind == "str":
                 out[name] = web.p_str(params, name, default, max_len=200)
+            elif kind == "int_list":
+                out[name] = _list_param(params, name, default, lambda p, n: web.p_int(p, n, web.REQUIRED, *extra))
+            elif kind == "float_list":
+                out[name] = _list_param(params, name, default, lambda p, n: web.p_float(p, n, web.REQUIRED, *extra))
+            elif kind == "choice_list":
+                out[name] = _list_param(params, name, default,
+                                        lambda p, n: web.p_str(p, n, web.REQUIRED, choices=extra[0]))
             else:  # pragma: no cover - a programming error in a spec
                 raise ValueError(kind)
         return out
     return validate
 
 
-def pipeline_kind(name, target, spec, description, positional=("network",), stage=None):
+def _with_projector(run_dir, params, result):
+    """After a stage that changes what the Projector tab shows, rewrite its files (as the CLI does)."""
+    if params.get("projector") is False or not isinstance(result, dict):
+        return result
+    from . import projector
+
+    try:
+        result["projector"] = projector.write_projector(run_dir)
+    except UserError as exc:
+        result["projector"] = {"error": str(exc)}
+    return result
+
+
+def pipeline_kind(name, target, spec, description, positional=("network",), stage=None, projector=False):
     """A job kind that calls the library function ``target`` ('module:function') as
     ``function(run_dir, *positional params, **other params)``; parameters valued None are left to the
-    function's defaults, and ``progress``/``should_stop`` are passed when the function takes them."""
+    function's defaults, and ``progress``/``should_stop`` are passed when the function takes them.
+    With ``projector``, the Projector tab's files are rewritten afterwards (parameter ``projector``:
+    false skips it), as the CLI does."""
     module, func = target.split(":")
+    if projector:
+        spec = dict(spec, projector=("bool", True))
 
     def run(ctx, run_dir, params):
         fn = getattr(importlib.import_module(module), func)
         ctx.stage(stage or name)
         args = [params[p] for p in positional if p in params]
-        kwargs = {k: v for k, v in params.items() if v is not None and k not in positional}
+        kwargs = {k: v for k, v in params.items() if v is not None and k not in positional and k != "projector"}
         kwargs.update(_progress_kwargs(fn, ctx))
-        return fn(run_dir, *args, **kwargs)
+        result = fn(run_dir, *args, **kwargs)
+        if projector:
+            ctx.stage("writing the Projector files")
+            result = _with_projector(run_dir, params, result)
+        return result
 
-    return JobKind(name, description, _spec_validator(spec), run, module=module)
+    return JobKind(name, description, _spec_validator(spec), run, module=module, params=describe_spec(spec))
+
+
+def describe_spec(spec):
+    """{name: 'type, default'} of a spec, for the /kinds route."""
+    out = {}
+    for name, (kind, default, *extra) in spec.items():
+        text = kind
+        if kind.startswith("choice"):
+            text += " of " + "|".join(map(str, extra[0]))
+        elif extra:
+            text += f" in [{extra[0]}, {extra[1]}]" if len(extra) > 1 else f" (at least {extra[0]})"
+        if default is REQUIRED_NETWORKS or default is _v().REQUIRED:
+            text += ", required"
+        elif default is not None:
+            text += f", default {default}"
+        out[name] = text
+    return out
 
 
 def _progress_kwargs(fn, ctx):
@@ -525,36 +606,114 @@ def _progress_kwargs(fn, ctx):
     return out
 
 
+def _run_search(ctx, run_dir, p):
+    """The grid search, with the grids completed by the defaults as ``nipgboard search`` does."""
+    from . import projection
+
+    umap_grid = {k: p[k] for k in ("n_neighbors", "min_dist", "learning_rate", "local_connectivity",
+                                   "negative_sample_rate", "n_epochs", "metric") if p.get(k)}
+    graph_grid = {k: p[k] for k in ("graph", "resolution") if p.get(k)}
+    umap_grid = dict(projection.DEFAULT_UMAP_GRID, **umap_grid) if umap_grid else None
+    graph_grid = dict(projection.DEFAULT_GRAPH_GRID, **graph_grid) if graph_grid else None
+    ctx.stage("cross-validating configurations")
+    result = projection.search_dataset(run_dir, p["network"], umap_grid, graph_grid, n_folds=p["folds"],
+                                       n_components=p["n_components"], random_state=p["random_state"],
+                                       apply=p["apply"], progress=ctx.counts_progress)
+    if p["apply"]:
+        result = _with_projector(run_dir, p, result)
+    return result
+
+
+def _run_export(ctx, run_dir, p):
+    from . import export
+
+    ctx.stage("writing the CSV")
+    return export.export_csv(run_dir, export_path(run_dir), networks=p["networks"],
+                             low_confidence=p["low_confidence"])
+
+
+def export_path(run_dir) -> Path:
+    """Where the ``export`` job writes the run's labels CSV (inside the run's data folder)."""
+    return paths.data_dir(run_dir) / "exports" / "labels.csv"
+
+
 def _req():
     return _v().REQUIRED
 
 
 KINDS = {k.name: k for k in [
     JobKind("ingest", "add a folder of images (and labels) to a run, creating it if needed",
-            _validate_ingest, _run_ingest, needs_dataset=False),
-    JobKind("embed", "extract and cache the features of every image with a network", _validate_embed, _run_embed),
-    JobKind("duplicates", "near-duplicate groups within a feature distance", _validate_duplicates, _run_duplicates),
-    JobKind("rare", "the least similar images", _validate_rare, _run_rare),
-    JobKind("sprites", "draw the sprite atlases of thumbnails for the 3-D view", _validate_sprites, _run_sprites),
+            _validate_ingest, _run_ingest, needs_dataset=False,
+            params={"images": "absolute folder path, required for a new run",
+                    "labels_csv": "absolute path of a path,label CSV", "folder_labels": "bool, default False",
+                    "test_fraction": "float in [0, 0.9], default 0.2", "seed": "int, default 0"}),
+    JobKind("embed", "extract and cache the features of every image with a network", _validate_embed, _run_embed,
+            params={"network": "network, required", "batch_size": "int in [1, 512], default 32"}),
+    JobKind("duplicates", "near-duplicate groups within a feature distance", _validate_duplicates, _run_duplicates,
+            params={"network": "network, required", "threshold": "float in [0, 2], default 0.3"}),
+    JobKind("rare", "the least similar images", _validate_rare, _run_rare,
+            params={"network": "network, required", "n": "int in [1, 10000], default 20",
+                    "k": "int in [1, 200], default 10"}),
+    JobKind("sprites", "draw the sprite atlases of thumbnails for the 3-D view", _validate_sprites, _run_sprites,
+            params={"tile": "int of 32|48|64|96|128, default 64"}),
     JobKind("warmup", "compile UMAP's code in the worker", lambda p, d: {}, _run_warmup, needs_dataset=False),
 ]}
 
 
 def _register_pipeline_kinds():
     REQ = _req()
+    seed = ("int", 0, 0, 2 ** 31 - 1)
+    metrics = ("euclidean", "cosine", "manhattan", "correlation")
     umap_opts = {
         "n_neighbors": ("int", None, 2, 200), "min_dist": ("float", None, 0.0, 1.0),
         "learning_rate": ("float", None, 1e-4, 100.0), "local_connectivity": ("float", None, 0.1, 50.0),
         "negative_sample_rate": ("int", None, 1, 50), "n_epochs": ("int", None, 1, 5000),
-        "metric": ("choice", None, ("euclidean", "cosine", "manhattan", "correlation")),
+        "metric": ("choice", None, metrics),
+        "target_weight": ("float", None, 0.0, 1.0), "pca_dims": ("int", None, 0, 1000),
     }
+    umap_grid = {k: (kind + "_list", None, *rest) for k, (kind, _d, *rest) in umap_opts.items()
+                 if k not in ("target_weight", "pca_dims")}
+    search_spec = dict(
+        network=("network", REQ), **umap_grid, graph=("choice_list", None, ("mst", "knn")),
+        resolution=("float_list", None, 0.01, 100.0), folds=("int", 3, 2, 10), n_components=("int", 3, 2, 3),
+        random_state=seed, apply=("bool", False), projector=("bool", True))
+    export_spec = dict(networks=("networks", None, 1), low_confidence=("float", 0.6, 0.0, 1.0))
     kinds = [
         pipeline_kind("project", "nipgboard_plugin.projection:project_dataset", dict(
-            network=("network", REQ), mode=("choice", "supervised", ("supervised", "semi-supervised",
-                                                                     "unsupervised")),
-            method=("choice", "umap", ("umap", "pca")), n_components=("int", 3, 2, 3),
-            random_state=("int", 0, 0, 2 ** 31 - 1), **umap_opts),
-            "UMAP (or PCA) of a network's features to 2-D or 3-D"),
+            network=("network", REQ),
+            mode=("choice", "supervised", ("supervised", "semi-supervised", "unsupervised")),
+            fit_on=("choice", None, ("train", "train+pool")), method=("choice", "umap", ("umap", "pca")),
+            n_components=("int", 3, 2, 3), random_state=seed, **umap_opts),
+            "UMAP (or PCA) of a network's features to 2-D or 3-D", projector=True),
+        pipeline_kind("cluster", "nipgboard_plugin.graph:cluster_dataset", dict(
+            network=("network", REQ), graph=("choice", "mst", ("mst", "knn")), k=("int", None, 2, 200),
+            threshold=("float", None, 0.0, 1e6), method=("choice", "louvain", ("louvain", "girvan-newman")),
+            resolution=("float", None, 0.01, 100.0), random_state=seed,
+            on=("choice", None, ("all", "train")), max_clusters=("int", None, 2, 1000)),
+            "graph clustering (MST or kNN graph, Louvain or Girvan-Newman) of the stored projection",
+            projector=True),
+        pipeline_kind("predict", "nipgboard_plugin.predict:predict_dataset", dict(
+            network=("network", REQ),
+            method=("choice", "auto", ("auto", "cluster", "knn", "logreg", "ensemble", "spread")),
+            k=("int", None, 1, 200), C=("float", None, 1e-4, 1e4), random_state=seed, spread=("bool", None)),
+            "a label, confidence and class probabilities for every image from the expert's labels",
+            projector=True),
+        pipeline_kind("evaluate", "nipgboard_plugin.evaluate:metrics_report", dict(
+            networks=("networks", None, 1), positive=("str", None)),
+            "accuracy, precision, specificity, recall and F1 per network on train and test", positional=()),
+        pipeline_kind("disagreements", "nipgboard_plugin.review:review_queue", dict(
+            networks=("networks", None, 1), include_labelled=("bool", None),
+            low_confidence=("float", None, 0.0, 1.0), limit=("int", 500, 1, 100000), flagged_only=("bool", None)),
+            "the review queue: images the networks disagree on or are unsure about", positional=()),
+        pipeline_kind("projector", "nipgboard_plugin.projector:write_projector", dict(
+            networks=("networks", None, 1), sprite=("bool", None)),
+            "write the built-in Projector tab's files", positional=()),
+        JobKind("search", "grid search of UMAP and graph options by cross-validated accuracy on the train images",
+                _spec_validator(search_spec), _run_search, module="nipgboard_plugin.projection",
+                params=describe_spec(search_spec)),
+        JobKind("export", "write the labels CSV (expert labels, predictions, clusters, votes, flags)",
+                _spec_validator(export_spec), _run_export, module="nipgboard_plugin.export",
+                params=describe_spec(export_spec)),
     ]
     for k in kinds:
         KINDS[k.name] = k
@@ -565,12 +724,13 @@ _register_pipeline_kinds()
 
 def kinds_info():
     return [{"kind": k.name, "description": k.description, "available": k.available(),
-             "needs_dataset": k.needs_dataset} for k in KINDS.values() if k.name != "warmup"]
+             "needs_dataset": k.needs_dataset, "params": k.params or {}}
+            for k in KINDS.values() if k.name != "warmup"]
 
 
 # -- the worker process --------------------------------------------------------------------------------
-def _set_parent_death_signal():
-    """Ask Linux to SIGKILL this process when its parent dies (even by kill -9)."""
+def _set_parent_death_signal(sig=signal.SIGTERM):
+    """Ask Linux to send ``sig`` to this process when its parent dies (even by kill -9)."""
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -578,7 +738,7 @@ def _set_parent_death_signal():
 
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(PR_SET_PDEATHSIG, int(sig))
     except Exception:  # noqa: BLE001 - the stdin watchdog still covers this
         pass
 
@@ -632,10 +792,21 @@ def run_job(run_dir, job_id):
 
 def worker_main():
     """Entry point of the worker: read commands as JSON lines on stdin, answer on the original stdout."""
-    _set_parent_death_signal()
+    # The parent's death (even kill -9) sends SIGTERM; the handler stops the whole process group.
+    signal.signal(signal.SIGTERM, lambda *_: _exit_now())
+    _set_parent_death_signal(signal.SIGTERM)
     parent = os.getppid()
+    # Commands arrive on the original stdin and answers leave on the original stdout, both moved to
+    # private descriptors: fd 0 becomes /dev/null and fd 1 goes to stderr, so that nothing a library
+    # prints can enter the protocol, and process pools forked by a job (which close sys.stdin) never
+    # wait on a lock held by the command reader.
+    cmd_fd = os.dup(0)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    sys.stdin = open(os.devnull)
     proto = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # anything a library prints goes to stderr, never into the protocol
+    os.dup2(2, 1)
     sys.stdout = sys.stderr
     lock = threading.Lock()
 
@@ -647,9 +818,21 @@ def worker_main():
     commands = queue.Queue()
 
     def read_commands():
-        for line in sys.stdin:
-            with contextlib.suppress(ValueError):
-                commands.put(json.loads(line))
+        buf = b""
+        while True:
+            try:
+                chunk = os.read(cmd_fd, 65536)
+            except InterruptedError:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                with contextlib.suppress(ValueError):
+                    commands.put(json.loads(line))
         _exit_now()  # the server is gone (stdin closed): stop at once, the job will be resumed
 
     threading.Thread(target=read_commands, name="nipgboard-stdin", daemon=True).start()
@@ -816,29 +999,39 @@ class JobManager:
 
     # -- the dispatcher -----------------------------------------------------------------------------
     def _loop(self):
-        try:
-            self._recover()
-            if self._early and self.runs.runs():
-                self._ensure_worker()
-            while not self._stopping.is_set():
+        last_recover = None
+        started_early = False
+        while not self._stopping.is_set():
+            try:
+                if last_recover is None or time.monotonic() - last_recover > RECOVER_EVERY_SECONDS:
+                    # At start: jobs a stopped or killed server left running. Later: e.g. a worker of
+                    # an earlier server that finished dying only now.
+                    self._recover()
+                    last_recover = time.monotonic()
+                if self._early and not started_early and self.runs.runs():
+                    started_early = True
+                    self._ensure_worker()  # loaded and warming up before the user's first click
                 nxt = self._next_job()
                 if nxt is None:
                     self._wake.wait(timeout=1.0)
                     self._wake.clear()
                     continue
                 self._dispatch(*nxt)
-        except Exception:  # noqa: BLE001
-            logger.exception("nipgboard: the job dispatcher stopped")
-            with self._lock:
-                self._thread = None
+            except Exception:  # noqa: BLE001 - the dispatcher must outlive any one failure
+                logger.exception("nipgboard: job dispatcher error")
+                self._stopping.wait(1.0)
 
     def _recover(self):
+        def alive(pid):
+            own = self.worker
+            return (own is not None and pid == own.pid and own.alive()) or pid_alive(pid)
+
         for name, run_dir in self.runs.runs(fresh=True).items():
             store = JobStore.open_if_exists(run_dir)
             if store is None:
                 continue
             with store:
-                for job_id in store.requeue_interrupted(pid_alive):
+                for job_id in store.requeue_interrupted(alive):
                     self.recovered.append({"run": name, "id": job_id})
                     logger.warning("nipgboard: job %s of run %s was interrupted; queued again", job_id, name)
 
@@ -868,7 +1061,13 @@ class JobManager:
                 return
             self.running = Running(run_name, run_dir, job_id)
             try:
-                worker.send(op="run", run_dir=str(run_dir), job_id=job_id)
+                try:
+                    worker.send(op="run", run_dir=str(run_dir), job_id=job_id)
+                except OSError:  # the worker died just now: put the job back, start a new worker
+                    worker.kill()
+                    store.conn.execute("UPDATE jobs SET state='queued', worker_pid=NULL WHERE id=? AND "
+                                       "state='running'", (job_id,))
+                    return
                 self._wait(worker, store, self.running)
             finally:
                 self.running = None
@@ -881,7 +1080,8 @@ class JobManager:
             except queue.Empty:
                 msg = None
             if msg is not None:
-                if msg.get("op") == "finished" and msg.get("job_id") == running.job_id:
+                if msg.get("op") == "finished" and msg.get("job_id") == running.job_id \
+                        and msg.get("run_dir") == str(running.run_dir):
                     return
                 if msg.get("op") != "exited":
                     continue
@@ -896,8 +1096,6 @@ class JobManager:
             if store.cancel_requested(running.job_id):
                 if running.cancel_seen is None:
                     running.cancel_seen = time.monotonic()
-                    with contextlib.suppress(Exception):
-                        worker.send(op="noop")
                 elif time.monotonic() - running.cancel_seen > CANCEL_GRACE_SECONDS:
                     worker.kill()
                     store.finish(running.job_id, "cancelled",
@@ -911,7 +1109,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="NIPGBoard job worker (started by the TensorBoard plugin)")
     parser.add_argument("--worker", action="store_true", required=True)
     parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="nipgboard worker: %(message)s")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="nipgboard worker: %(message)s")
     worker_main()
 
 

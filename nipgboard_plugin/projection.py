@@ -295,3 +295,104 @@ def project_dataset(logdir, network_id, mode="supervised", fit_on=None, inputs=N
         "seconds_fit": meta["seconds_fit"], "seconds_transform": meta["seconds_transform"],
         "params": meta["params"], "token": meta["token"],
     }
+
+
+# -- grid search -----------------------------------------------------------------------------------
+
+DEFAULT_UMAP_GRID = {"n_neighbors": [10, 30], "min_dist": [0.0, 0.1]}
+DEFAULT_GRAPH_GRID = {"graph": ["mst"], "resolution": [0.1, 1.0]}
+
+
+def _expand(grid):
+    import itertools
+
+    keys = list(grid)
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        yield dict(zip(keys, combo))
+
+
+def grid_search(X, y, umap_grid=None, graph_grid=None, n_folds=3, random_state=0, base_params=None,
+                progress=None):
+    """Cross-validated accuracy of the paper's rule for every UMAP x graph configuration.
+
+    ``X``, ``y`` are the train images only (class codes); the test split is never seen. In each fold
+    UMAP is fitted supervised on the other folds, the held-out fold is transformed, the graph and
+    communities are built over both and the held-out images take their cluster's label (rules of
+    :mod:`.graph`). Returns the configurations, best first, each with ``accuracy`` (mean over folds)
+    and ``std``.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    from . import graph
+
+    umap_grid = umap_grid or DEFAULT_UMAP_GRID
+    graph_grid = graph_grid or DEFAULT_GRAPH_GRID
+    y = np.asarray(y, dtype=np.int64)
+    counts = np.bincount(y)
+    n_folds = int(min(n_folds, counts[counts > 0].min()))
+    if n_folds < 2:
+        raise UserError("Every class needs at least 2 labelled train images for a cross-validated search.")
+    folds = list(StratifiedKFold(n_folds, shuffle=True, random_state=random_state).split(X, y))
+    n_classes = int(y.max() + 1)
+    umap_cfgs = list(_expand(umap_grid))
+    graph_cfgs = list(_expand(graph_grid))
+    scores = {}
+    total = len(umap_cfgs) * len(folds)
+    done = 0
+    for ui, ucfg in enumerate(umap_cfgs):
+        params = dict(base_params or {}, **ucfg)
+        params.setdefault("random_state", random_state)
+        for tr, va in folds:
+            if len(tr) <= int(params.get("n_neighbors", 15)):
+                raise UserError(f"n_neighbors={params.get('n_neighbors')} needs more than {len(tr)} train images "
+                                "per fold: label more images or search smaller values.")
+            proj = Projection(**params).fit(X[tr], y[tr])
+            Y = np.vstack([proj.embedding_, proj.transform(X[va])])
+            yy = np.concatenate([y[tr], np.full(len(va), -1)])
+            for gi, gcfg in enumerate(graph_cfgs):
+                est = graph.GraphClustering(random_state=random_state, **gcfg).fit(Y)
+                table = graph.label_clusters(est.labels_, yy, n_classes)
+                pred, _, _ = graph.assign_labels(Y, est.labels_, table, est.edge_length_)
+                acc = float((pred[len(tr):] == y[va]).mean())
+                scores.setdefault((ui, gi), []).append(acc)
+            done += 1
+            if progress:
+                progress(done, total)
+    out = []
+    for (ui, gi), accs in scores.items():
+        out.append({"umap": umap_cfgs[ui], "graph": graph_cfgs[gi], "accuracy": round(float(np.mean(accs)), 4),
+                    "std": round(float(np.std(accs)), 4), "folds": len(accs)})
+    out.sort(key=lambda r: (-r["accuracy"], r["std"]))
+    return out
+
+
+def search_dataset(logdir, network_id, umap_grid=None, graph_grid=None, n_folds=3, n_components=3, random_state=0,
+                   apply=False, progress=None):
+    """Grid search on a dataset's train images; with ``apply`` project and cluster with the best configuration."""
+    import json
+
+    from . import graph, results
+
+    inp = results.load_inputs(logdir, network_id)
+    classes = list(inp.classes())
+    if len(classes) < 2:
+        raise UserError("The search scores configurations by accuracy on the labelled train images: label images "
+                        "of at least two classes first.")
+    tr = inp.roles == "train"
+    y = encode_labels(inp.labels[tr], classes)
+    t0 = time.perf_counter()
+    table = grid_search(inp.X[tr], y, umap_grid, graph_grid, n_folds=n_folds, random_state=random_state,
+                        base_params={"n_components": n_components}, progress=progress)
+    report = {"network": network_id, "train_images": int(tr.sum()), "folds": n_folds,
+              "umap_grid": umap_grid or DEFAULT_UMAP_GRID, "graph_grid": graph_grid or DEFAULT_GRAPH_GRID,
+              "configs": table, "best": table[0], "seconds": round(time.perf_counter() - t0, 2)}
+    results.atomic_write_text(results.network_dir(logdir, network_id) / "search.json", json.dumps(report, indent=1))
+    if apply:
+        best = table[0]
+        report["applied"] = {
+            "project": project_dataset(logdir, network_id, mode="supervised", inputs=inp, n_components=n_components,
+                                       random_state=random_state, **best["umap"]),
+            "cluster": graph.cluster_dataset(logdir, network_id, random_state=random_state, **best["graph"]),
+        }
+        report["applied"]["cluster"].pop("table", None)
+    return report

@@ -86,6 +86,7 @@ def atomic_write_bytes(path, data: bytes):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -97,6 +98,12 @@ def atomic_write_bytes(path, data: bytes):
         except FileNotFoundError:
             pass
         raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path, text: str):
@@ -189,14 +196,12 @@ class Inputs:
 
 
 def roles_for(image_ids, labels: dict, splits: dict) -> np.ndarray:
-    """'test' for the test split; else 'train' when the image has a label, 'pool' when it has none."""
+    """'pool' when the image has no label; else 'test' in the test split, 'train' otherwise."""
     roles = np.empty(len(image_ids), dtype=object)
     for i, iid in enumerate(image_ids):
         iid = int(iid)
-        if splits.get(iid) == "test":
-            roles[i] = "test"
-        elif iid in labels:
-            roles[i] = "train"
+        if iid in labels:
+            roles[i] = "test" if splits.get(iid) == "test" else "train"
         else:
             roles[i] = "pool"
     return roles

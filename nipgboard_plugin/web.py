@@ -5,7 +5,10 @@ Every route is a method wrapped by :func:`route`, which
 * answers only the declared methods (405 with ``Allow`` otherwise);
 * for state-changing routes (POST) requires the header ``X-NIPGBoard: 1`` and a JSON object body
   of at most ``max_body`` bytes, so that a cross-site form or a simple cross-origin request cannot
-  trigger them (browsers add custom headers only to same-origin or CORS-approved requests);
+  trigger them (browsers add custom headers only to same-origin or CORS-approved requests); an
+  ``Origin`` header, when sent, must name the same host as ``Host``, and ``Host`` must be an IP
+  address, ``localhost``, this machine's name, TensorBoard's ``--host`` or a name listed in
+  ``NIPGBOARD_ALLOWED_HOSTS`` (comma-separated; ``*`` allows any), which stops DNS-rebinding pages;
 * turns :class:`HTTPError` and :class:`UserError` into ``{"error": message}`` with a 4xx status,
   and any other exception into a 500 whose body says only that the server failed (the traceback
   goes to the server log).
@@ -14,10 +17,14 @@ The validators below convert and check one value each (from a query string, wher
 string, or from a JSON body) and raise :class:`BadRequest` naming the parameter and what is wrong.
 """
 import functools
+import ipaddress
 import json
 import logging
 import math
+import os
 import re
+import socket
+from urllib.parse import urlsplit
 
 from tensorboard.backend import http_util
 from werkzeug import wrappers
@@ -75,8 +82,10 @@ def _clean(obj):
     return str(obj)
 
 
-def json_response(request, obj, code=200, headers=None):
-    body = json.dumps(_clean(obj), separators=(",", ":"), allow_nan=False)
+def json_response(request, obj, code=200, headers=None, clean=True):
+    """JSON answer; ``clean=False`` skips the conversion walk for large documents that hold only
+    str, int, finite float, bool and None already (saves ~0.1 s per 100k values)."""
+    body = json.dumps(_clean(obj) if clean else obj, separators=(",", ":"), allow_nan=False)
     return http_util.Respond(request, body, "application/json", code=code, headers=headers)
 
 
@@ -89,9 +98,58 @@ def binary_response(request, data, content_type, headers=None, expires=0):
 
 
 # -- request checks ---------------------------------------------------------------------------------
+_extra_hosts = set()
+
+
+def allow_hosts(*names):
+    """Also accept these host names in ``Host`` (e.g. TensorBoard's ``--host``)."""
+    _extra_hosts.update(n.lower() for n in names if n)
+
+
+def _hostname(host_port):
+    host = (host_port or "").strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def host_allowed(host_header) -> bool:
+    name = _hostname(host_header)
+    if not name:
+        return False
+    env = {h.strip().lower() for h in os.environ.get("NIPGBOARD_ALLOWED_HOSTS", "").split(",") if h.strip()}
+    if "*" in env or name in env or name in _extra_hosts:
+        return True
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    mine = {socket.gethostname().lower()}
+    try:
+        mine.add(socket.getfqdn().lower())
+    except OSError:
+        pass
+    return name in mine
+
+
+def check_origin(request):
+    host = request.headers.get("Host", "")
+    if not host_allowed(host):
+        raise Forbidden(f"requests that change data are refused for host {_hostname(host)!r}; "
+                        "add it to NIPGBOARD_ALLOWED_HOSTS if you serve TensorBoard under that name")
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != "null":
+        if urlsplit(origin).netloc.lower() != host.strip().lower():
+            raise Forbidden("cross-origin requests may not change data")
+
+
 def read_json_body(request, max_body):
     if request.headers.get(CSRF_HEADER) != "1":
         raise Forbidden(f"missing request header {CSRF_HEADER}: 1 (required on every request that changes data)")
+    check_origin(request)
     ctype = (request.mimetype or "").lower()
     if ctype != "application/json":
         raise HTTPError(f"the body must be JSON (Content-Type: application/json), not {ctype or 'none'!r}",

@@ -14,6 +14,9 @@ _HOME = tempfile.mkdtemp(prefix="nipgboard-home-")
 os.environ["NIPGBOARD_HOME"] = _HOME
 
 
+pytest_plugins = ["pipeline_fixtures"]
+
+
 @pytest.fixture(scope="session")
 def nipgboard_home():
     return Path(_HOME)

@@ -173,7 +173,10 @@ export class PointView {
     this.screenDepth = new Float32Array(n);
     this.screenValid = false;
     const spacing = dims === 3 ? 20 / Math.cbrt(Math.max(n, 1)) : 20 / Math.sqrt(Math.max(n, 1));
-    this.baseSize = Math.min(2.5, spacing * (dims === 3 ? 0.9 : 1.1));
+    // Sprites about as large as the typical gap to the nearest neighbour, so dense clusters stay legible.
+    const nn = medianNearest(this.positions, n, 500);
+    const uniform = spacing * (dims === 3 ? 0.55 : 0.8);
+    this.baseSize = Math.min(1.6, nn > 0 ? Math.max(uniform * 0.12, Math.min(uniform, nn * 1.1)) : uniform);
     const groups: { start: number; count: number; atlas: Atlas | null }[] = atlases.length && this.thumbs
       ? atlases.map((a) => ({ start: a.start, count: Math.min(a.count, n - a.start), atlas: a }))
       : [{ start: 0, count: n, atlas: null }];
@@ -493,7 +496,7 @@ function pointInPolygon(x: number, y: number, poly: [number, number][]) {
 }
 
 /** Centre the points and scale them into a cube of edge 20 (2-D: z = 0). */
-export function normalise(src: Float32Array, dims: number): Float32Array {
+export function normalise(src: Float32Array, dims: number): Float32Array<ArrayBuffer> {
   const n = src.length / 3;
   const out = new Float32Array(src.length);
   const lo = [Infinity, Infinity, Infinity], hi = [-Infinity, -Infinity, -Infinity];
@@ -511,4 +514,25 @@ export function normalise(src: Float32Array, dims: number): Float32Array {
     out[i * 3 + k] = k >= dims || !Number.isFinite(v) ? 0 : (v - (lo[k] + hi[k]) / 2) * s;
   }
   return out;
+}
+
+/** Median distance from a sample of points to their nearest neighbour among all points. */
+function medianNearest(P: Float32Array, n: number, samples: number): number {
+  if (n < 2) return 0;
+  const m = Math.min(n, samples);
+  const d: number[] = [];
+  for (let s = 0; s < m; s++) {
+    const i = Math.floor((s * n) / m);
+    const x = P[i * 3], y = P[i * 3 + 1], z = P[i * 3 + 2];
+    let best = Infinity;
+    for (let j = 0; j < n; j++) {
+      if (j === i) continue;
+      const dx = P[j * 3] - x, dy = P[j * 3 + 1] - y, dz = P[j * 3 + 2] - z;
+      const q = dx * dx + dy * dy + dz * dz;
+      if (q < best && q > 1e-12) best = q;
+    }
+    if (best < Infinity) d.push(Math.sqrt(best));
+  }
+  d.sort((a, b) => a - b);
+  return d.length ? d[d.length >> 1] : 0;
 }

@@ -62,14 +62,17 @@ class TorchEngine:
 
     kind = "torch"
 
-    def __init__(self, module, batch_size_hint=DEFAULT_BATCH):
+    def __init__(self, module, feature_dim=None, batch_size_hint=DEFAULT_BATCH):
         self.module = module.eval()
+        self.feature_dim = feature_dim
         self.batch_size_hint = batch_size_hint
         self.exported = False
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
+        if len(batch) == 0 and self.feature_dim:
+            return np.zeros((0, self.feature_dim), np.float32)
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         with torch.inference_mode():
             out = self.module(x)
@@ -138,7 +141,7 @@ def verify_export(module, onnx_path, input_shape, rtol=1e-3, atol=1e-3) -> float
     x = np.random.default_rng(0).standard_normal((3, *input_shape)).astype(np.float32)
     with torch.inference_mode():
         expected = module(torch.from_numpy(x)).numpy().reshape(3, -1)
-    got = OrtEngine(onnx_path, threads=1).run(x)
+    got = OrtEngine(onnx_path).run(x)
     if got.shape != expected.shape or not np.allclose(got, expected, rtol=rtol, atol=atol):
         diff = np.abs(got - expected).max() if got.shape == expected.shape else float("inf")
         raise ExportMismatch(f"ONNX export differs from the torch module (max abs diff {diff:.3g})")
@@ -188,7 +191,7 @@ def torch_engine(backbone, build_module, kind="auto", threads=None,
         raise ValueError(f"kind must be 'auto', 'onnxruntime' or 'torch', not {kind!r}")
     dim = backbone.info.feature_dim
     if kind == "torch":
-        return TorchEngine(build_module(), batch_size_hint)
+        return TorchEngine(build_module(), dim, batch_size_hint)
     path = engine_path(backbone.cache_key())
     module = None
     try:
@@ -214,7 +217,7 @@ def torch_engine(backbone, build_module, kind="auto", threads=None,
             raise
         warnings.warn(f"{backbone.id}: ONNX Runtime engine unavailable ({exc!r}); "
                       "running eager PyTorch, which is several times slower", RuntimeWarning)
-        return TorchEngine(module or build_module(), batch_size_hint)
+        return TorchEngine(module or build_module(), dim, batch_size_hint)
 
 
 def _input_shape(pre):

@@ -1,0 +1,272 @@
+"""The paper's protocol on real labelled images, beside kNN and logistic-regression baselines.
+
+For each dataset (Fashion-MNIST from Debian's ``dataset-fashion-mnist``, skimage's ``lfw_subset``) the
+images are written as PNG files, ingested and embedded once with each offline network. Then, for each
+seed: 8% of the images are labelled (stratified), the labelled ones split 80/20 into train/test, the
+rest is the unlabelled pool whose true labels are kept aside. Per network we report test metrics and
+pool accuracy of
+
+* ``paper``: supervised 3-D UMAP fitted on train, test and pool transformed, MST + Louvain over all
+  images, majority label of the cluster (nearest labelled cluster for the rest),
+* ``knn`` / ``logreg``: baselines on the raw features (k=5; standardised logistic regression),
+* ``default``: what ``nipgboard predict`` uses (``--method auto``), with the method it chose,
+
+and, over the networks together: how many pool images the networks disagree on, what share of all
+errors of the final labels (the networks' consensus) those hold, and the share of all errors found in
+the first 5% and 10% of the review queue (ordered by doubt).
+
+    python bench/quality.py --datasets fashion-mnist lfw --limit 10000 --seeds 0 1 2
+
+Prints a table (and writes it as JSON under ``bench/out/``).
+"""
+import argparse
+import gzip
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from nipgboard_plugin import graph, projection, review  # noqa: E402
+from nipgboard_plugin.evaluate import classification_metrics  # noqa: E402
+from nipgboard_plugin.predict import predict_arrays  # noqa: E402
+
+OUT = ROOT / "bench" / "out"
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
+NETWORKS = ("efficientnet_lite0", "mobilenet_v2")
+
+
+def _idx(path):
+    with gzip.open(path, "rb") as fh:
+        data = fh.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load_fashion(limit, seed=0):
+    if not FASHION.is_dir():
+        raise SystemExit("Fashion-MNIST missing: apt-get install dataset-fashion-mnist")
+    X = np.concatenate([_idx(FASHION / "train-images-idx3-ubyte.gz"), _idx(FASHION / "t10k-images-idx3-ubyte.gz")])
+    y = np.concatenate([_idx(FASHION / "train-labels-idx1-ubyte.gz"), _idx(FASHION / "t10k-labels-idx1-ubyte.gz")])
+    if limit and limit < len(X):
+        idx = np.sort(np.random.default_rng(seed).choice(len(X), limit, replace=False))
+        X, y = X[idx], y[idx]
+    return X, np.array([FASHION_CLASSES[v] for v in y])
+
+
+def load_lfw(limit=None, seed=0):
+    from skimage.data import lfw_subset
+
+    X = (lfw_subset() * 255).round().astype(np.uint8)
+    y = np.array(["face"] * 100 + ["nonface"] * 100)
+    return X, y
+
+
+def build_logdir(name, images, labels, networks):
+    """Write images as PNG, ingest them (no labels: the bench keeps the truth) and embed; return features."""
+    from PIL import Image
+
+    from nipgboard_plugin.dataset import ingest
+    from nipgboard_plugin.features import embed, load_features
+
+    base = OUT / f"{name}-{len(images)}"
+    img_dir, logdir = base / "images", base / "logdir"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    rels = []
+    for i, img in enumerate(images):
+        rel = f"{i:06d}.png"
+        if not (img_dir / rel).is_file():
+            Image.fromarray(img).save(img_dir / rel)
+        rels.append(rel)
+    ingest(logdir, img_dir)
+    feats = {}
+    timings = {}
+    for net in networks:
+        t0 = time.perf_counter()
+        embed(logdir, net)
+        timings[net] = time.perf_counter() - t0
+        ids, X = load_features(logdir, net)
+        feats[net] = (ids, X)
+    from nipgboard_plugin.store import Store
+
+    with Store(logdir) as st:
+        path_of = {i: p for i, p in st.image_rows("id, path")}
+    order = {rel: k for k, rel in enumerate(rels)}
+    out = {}
+    for net, (ids, X) in feats.items():
+        rows = np.array([order[path_of[int(i)]] for i in ids])
+        aligned = np.empty_like(X)
+        aligned[rows] = X
+        out[net] = aligned
+    return out, timings
+
+
+def split(labels, seed, frac=0.08, test_fraction=0.2):
+    """roles per image: 8% labelled (stratified), 80/20 train/test among them, the rest pool."""
+    from sklearn.model_selection import train_test_split
+
+    n = len(labels)
+    idx = np.arange(n)
+    lab, _ = train_test_split(idx, train_size=frac, stratify=labels, random_state=seed)
+    tr, te = train_test_split(lab, test_size=test_fraction, stratify=labels[lab], random_state=seed)
+    roles = np.array(["pool"] * n, dtype=object)
+    roles[tr] = "train"
+    roles[te] = "test"
+    return roles
+
+
+def baselines(X, y, roles):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    tr = roles == "train"
+    out = {}
+    for name, model in (("knn", KNeighborsClassifier(n_neighbors=5)),
+                        ("logreg", make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)))):
+        t0 = time.perf_counter()
+        model.fit(X[tr], y[tr])
+        out[name] = (model.predict(X), time.perf_counter() - t0)
+    return out
+
+
+def paper_rule(X, y_codes, roles, n_classes, seed, n_epochs=None):
+    tr = roles == "train"
+    t0 = time.perf_counter()
+    proj = projection.Projection(n_components=3, random_state=seed, n_epochs=n_epochs,
+                                 n_neighbors=int(min(15, tr.sum() - 1))).fit(X[tr], y_codes[tr])
+    Y = np.zeros((len(X), 3), dtype=np.float32)
+    Y[tr] = proj.embedding_
+    Y[~tr] = proj.transform(X[~tr])
+    t1 = time.perf_counter()
+    est = graph.GraphClustering(random_state=seed).fit(Y)
+    t2 = time.perf_counter()
+    yc = np.where(tr, y_codes, -1)
+    table = graph.label_clusters(est.labels_, yc, n_classes)
+    pred, conf, _ = graph.assign_labels(Y, est.labels_, table, est.edge_length_)
+    return pred, conf, {"projection_s": t1 - t0, "graph_louvain_s": t2 - t1, "louvain_s": est.seconds_["communities"],
+                        "clusters": est.n_clusters_}
+
+
+def run_dataset(name, images, labels, seeds, networks, paper_epochs=None):
+    feats, embed_s = build_logdir(name, images, labels, networks)
+    classes = sorted(set(labels))
+    codes = np.array([classes.index(v) for v in labels])
+    positive = None if len(classes) > 2 else classes[0]
+    rows = []
+    queue_rows = []
+    for seed in seeds:
+        roles = split(labels, seed)
+        pool = roles == "pool"
+        test = roles == "test"
+        y_train = np.where(roles == "train", codes, -1)
+        probas = []
+        for net in networks:
+            X = feats[net]
+            preds = {}
+            extra = {}
+            for m, (p, s) in baselines(X, labels, roles).items():
+                preds[m] = np.array([classes.index(v) for v in p])
+                extra[m] = {"seconds": s}
+            t0 = time.perf_counter()
+            proba, chosen, cv = predict_arrays(X, y_train, roles, len(classes), method="auto", random_state=seed)
+            preds["default"] = proba.argmax(axis=1)
+            extra["default"] = {"seconds": time.perf_counter() - t0, "chosen": chosen, "cv": cv}
+            probas.append(proba)
+            p, _, info = paper_rule(X, y_train, roles, len(classes), seed, paper_epochs)
+            preds["paper"] = p
+            extra["paper"] = info
+            for m, p in preds.items():
+                mt = classification_metrics(codes[test], p[test], list(range(len(classes))),
+                                            positive=None if positive is None else classes.index(positive))
+                rows.append(dict(dataset=name, seed=seed, network=net, method=m,
+                                 test_accuracy=mt["accuracy"], test_precision=mt["precision"],
+                                 test_specificity=mt["specificity"], test_recall=mt["recall"], test_f1=mt["f1"],
+                                 pool_accuracy=float((p[pool] == codes[pool]).mean()), **extra[m]))
+        q = review.doubt_from_probas(probas)
+        final = q["consensus"][pool]
+        wrong = final != codes[pool]
+        doubt = q["doubt"][pool]
+        disagree = q["disagree"][pool]
+        order = np.argsort(-doubt, kind="stable")
+        n_pool = int(pool.sum())
+        rec = dict(dataset=name, seed=seed, pool=n_pool, errors=int(wrong.sum()),
+                   final_accuracy=float(1 - wrong.mean()), flagged=int(disagree.sum()),
+                   flagged_error_share=float(wrong[disagree].sum() / max(wrong.sum(), 1)))
+        for frac in (0.05, 0.10):
+            top = order[: int(round(frac * n_pool))]
+            rec[f"caught_at_{int(frac * 100)}pct"] = float(wrong[top].sum() / max(wrong.sum(), 1))
+        queue_rows.append(rec)
+    return rows, queue_rows, embed_s
+
+
+def summarise(rows, queue_rows):
+    import collections
+
+    lines = []
+    groups = collections.OrderedDict()
+    for r in rows:
+        groups.setdefault((r["dataset"], r["network"], r["method"]), []).append(r)
+    hdr = f"{'dataset':14} {'network':19} {'method':8} {'test acc':>14} {'prec':>6} {'spec':>6} {'recall':>6} " \
+          f"{'F1':>6} {'pool acc':>14}  notes"
+    lines.append(hdr)
+    lines.append("-" * len(hdr))
+    for (ds, net, m), rs in groups.items():
+        def ms(key):
+            v = np.array([r[key] for r in rs], dtype=float)
+            return v.mean(), v.std()
+        ta, tas = ms("test_accuracy")
+        pa, pas = ms("pool_accuracy")
+        note = ""
+        if m == "default":
+            note = "chose " + ",".join(sorted({r["chosen"] for r in rs}))
+        if m == "paper":
+            note = f"clusters {np.mean([r['clusters'] for r in rs]):.0f}, louvain {np.mean([r['louvain_s'] for r in rs]):.1f}s"
+        lines.append(f"{ds:14} {net:19} {m:8} {ta:8.4f}±{tas:.3f} {ms('test_precision')[0]:6.3f} "
+                     f"{ms('test_specificity')[0]:6.3f} {ms('test_recall')[0]:6.3f} {ms('test_f1')[0]:6.3f} "
+                     f"{pa:8.4f}±{pas:.3f}  {note}")
+    lines.append("")
+    lines.append(f"{'dataset':14} {'seed':>4} {'pool':>6} {'final acc':>9} {'errors':>6} {'disagree':>8} "
+                 f"{'err in disagree':>15} {'caught@5%':>9} {'caught@10%':>10}")
+    for q in queue_rows:
+        lines.append(f"{q['dataset']:14} {q['seed']:4d} {q['pool']:6d} {q['final_accuracy']:9.4f} {q['errors']:6d} "
+                     f"{q['flagged']:8d} {q['flagged_error_share']:15.3f} {q['caught_at_5pct']:9.3f} "
+                     f"{q['caught_at_10pct']:10.3f}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", nargs="+", default=["fashion-mnist", "lfw"], choices=["fashion-mnist", "lfw"])
+    ap.add_argument("--limit", type=int, default=10000, help="Fashion-MNIST images used (0: all 70000)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--networks", nargs="+", default=list(NETWORKS))
+    ap.add_argument("--paper-epochs", type=int, default=None, help="UMAP epochs of the paper rule (default: UMAP's)")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    print(f"warming up UMAP: {projection.warm_up():.1f}s", file=sys.stderr)
+    all_rows, all_q, embed = [], [], {}
+    for ds in args.datasets:
+        images, labels = load_fashion(args.limit) if ds == "fashion-mnist" else load_lfw()
+        rows, q, e = run_dataset(ds, images, labels, args.seeds, args.networks, args.paper_epochs)
+        all_rows += rows
+        all_q += q
+        embed[ds] = {k: round(v, 1) for k, v in e.items()}
+        print(summarise(rows, q), file=sys.stderr)
+    text = summarise(all_rows, all_q)
+    print(text)
+    print(f"\nfeature extraction seconds (0 when cached): {embed}; total {time.perf_counter() - t0:.0f}s")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "quality.json").write_text(json.dumps({"rows": all_rows, "queue": all_q, "embed_seconds": embed},
+                                                 indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

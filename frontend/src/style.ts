@@ -1,0 +1,68 @@
+export const CSS = `
+:root { color-scheme: light; }
+html, body { margin: 0; height: 100%; font: 13px/1.35 Roboto, "Helvetica Neue", Arial, sans-serif; color: #212121; background: #f5f5f5; }
+.nb-root { display: grid; grid-template-columns: 290px 1fr 330px; height: 100vh; overflow: hidden; }
+.nb-left, .nb-right { overflow-y: auto; padding: 8px 10px; background: #fff; border-right: 1px solid #ddd; }
+.nb-right { border-right: none; border-left: 1px solid #ddd; display: flex; flex-direction: column; }
+.nb-centre { position: relative; overflow: hidden; background: #16181d; }
+.nb-gl, .nb-overlay { position: absolute; left: 0; top: 0; }
+.nb-overlay { pointer-events: none; }
+h2 { font-size: 12px; text-transform: uppercase; letter-spacing: .05em; color: #666; margin: 14px 0 6px; }
+h2:first-child { margin-top: 4px; }
+button { font: inherit; border: 1px solid #bbb; background: #fafafa; border-radius: 4px; padding: 3px 8px; cursor: pointer; }
+button:hover { background: #eee; }
+button.primary { background: #f57c00; border-color: #e65100; color: #fff; }
+button.on { background: #ffe0b2; border-color: #f57c00; }
+button:disabled { opacity: .5; cursor: default; }
+select, input { font: inherit; padding: 2px 4px; border: 1px solid #bbb; border-radius: 3px; }
+.muted { color: #777; }
+.err { color: #c62828; }
+.ok { color: #2e7d32; }
+.kv { display: grid; grid-template-columns: auto 1fr; gap: 1px 10px; }
+.kv b { font-weight: 500; text-align: right; }
+.net { border: 1px solid #e0e0e0; border-radius: 5px; padding: 5px 7px; margin: 5px 0; }
+.net.unavail { background: #fafafa; color: #888; }
+.net .row { display: flex; align-items: center; gap: 6px; justify-content: space-between; }
+.net .why { font-size: 11px; color: #a15c00; margin-top: 3px; word-break: break-word; }
+.bar { height: 6px; background: #eee; border-radius: 3px; overflow: hidden; margin: 4px 0 2px; }
+.bar > div { height: 100%; background: #f57c00; width: 0; transition: width .2s; }
+.prog { font-size: 11px; color: #555; }
+.opts { display: grid; grid-template-columns: auto 1fr; gap: 3px 8px; align-items: center; }
+.opts input { width: 70px; }
+table.t { border-collapse: collapse; width: 100%; font-size: 11px; }
+table.t th, table.t td { border-bottom: 1px solid #eee; padding: 2px 4px; text-align: right; white-space: nowrap; }
+table.t th:first-child, table.t td:first-child { text-align: left; }
+table.t tr.click:hover { background: #fff3e0; cursor: pointer; }
+table.t tr.cur { background: #ffe0b2; }
+.toolbar { position: absolute; left: 8px; top: 8px; right: 8px; display: flex; gap: 6px; flex-wrap: wrap; align-items: center; z-index: 2; }
+.toolbar > * { box-shadow: 0 1px 2px rgba(0,0,0,.3); }
+.toolbar input[type=search] { width: 180px; }
+.toolbar label { color: #ddd; background: rgba(0,0,0,.4); padding: 2px 6px; border-radius: 3px; box-shadow: none; }
+.legend { position: absolute; right: 8px; bottom: 8px; max-height: 45%; overflow-y: auto; background: rgba(255,255,255,.92); border-radius: 5px; padding: 5px 8px; font-size: 11px; z-index: 2; min-width: 140px; }
+.legend .it { display: flex; align-items: center; gap: 6px; cursor: pointer; }
+.legend .it:hover { text-decoration: underline; }
+.sw { width: 11px; height: 11px; border-radius: 2px; display: inline-block; flex: none; }
+.status { position: absolute; left: 8px; bottom: 8px; color: #ddd; font-size: 12px; background: rgba(0,0,0,.45); padding: 3px 8px; border-radius: 4px; z-index: 2; max-width: 60%; }
+.centre-msg { position: absolute; inset: 0; display: flex; align-items: center; justify-content: center; color: #ccc; text-align: center; padding: 40px; z-index: 1; pointer-events: none; }
+.centre-msg > div { max-width: 520px; pointer-events: auto; background: rgba(0,0,0,.35); padding: 16px 20px; border-radius: 8px; }
+.centre-msg input { width: 100%; box-sizing: border-box; margin: 3px 0 8px; }
+.tip { position: fixed; pointer-events: none; background: #fff; border-radius: 5px; box-shadow: 0 2px 10px rgba(0,0,0,.4); padding: 6px; z-index: 10; font-size: 11px; max-width: 280px; }
+.tip img { display: block; max-width: 256px; max-height: 256px; min-width: 96px; image-rendering: pixelated; margin-bottom: 4px; }
+.tabs { display: flex; gap: 2px; margin: 6px 0; flex-wrap: wrap; }
+.tabs button { border-radius: 4px 4px 0 0; }
+.pane { flex: 1; overflow-y: auto; min-height: 0; }
+.labelbar { border: 1px solid #ffcc80; background: #fff8e1; border-radius: 5px; padding: 6px; }
+.labelbar .classes { display: flex; flex-wrap: wrap; gap: 4px; margin: 5px 0; }
+.labelbar .classes button kbd { font-size: 10px; color: #888; margin-right: 3px; }
+.item { display: flex; gap: 6px; padding: 4px; border-bottom: 1px solid #eee; cursor: pointer; align-items: center; }
+.item.cur { background: #ffe0b2; }
+.item.done { opacity: .55; }
+.item img { width: 44px; height: 44px; object-fit: contain; background: #eee; image-rendering: pixelated; flex: none; }
+.item .meta { font-size: 11px; overflow: hidden; }
+.grid { display: flex; flex-wrap: wrap; gap: 4px; }
+.grid img { width: 56px; height: 56px; object-fit: contain; background: #eee; cursor: pointer; image-rendering: pixelated; }
+.group { border-bottom: 1px solid #eee; padding: 4px 0; }
+.toast { position: fixed; left: 50%; transform: translateX(-50%); bottom: 16px; background: #323232; color: #fff; padding: 6px 14px; border-radius: 4px; z-index: 20; font-size: 12px; }
+#nb-metrics { overflow-x: auto; }
+.hint { font-size: 11px; color: #777; margin-top: 4px; }
+`;

@@ -1,0 +1,61 @@
+"""Export the labels of every image as CSV.
+
+Columns: ``path`` (relative to the images folder), ``role`` (``train``: labelled by the expert and
+used to fit, ``test``: the held-out test split, ``pool``: no expert label), ``expert_label`` (empty when none),
+``predicted`` (the networks' consensus, see :mod:`.review`; a single network's prediction when only one
+has predictions), ``confidence``, ``final_label`` (the expert's label when there is one, else the
+prediction), ``cluster`` (per network with clusters, ``network:cluster`` joined by ``;``), ``votes``
+(``network=label`` joined by ``;``) and ``flagged`` (1 when the image is in the review queue: the
+networks or a network's predictors disagree, or the confidence is low).
+"""
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+COLUMNS = ["path", "role", "expert_label", "predicted", "confidence", "final_label", "cluster", "votes", "flagged"]
+
+
+def export_csv(logdir, out, networks=None, low_confidence=0.6):
+    """Write the CSV to ``out`` (atomically); return a summary."""
+    from . import results, review
+
+    inp = results.load_inputs(logdir, features=False)
+    if networks is None:
+        networks = results.networks_with(logdir, "predictions")
+    n = len(inp.image_ids)
+    consensus = np.full(n, None, dtype=object)
+    conf = np.full(n, None, dtype=object)
+    votes = [""] * n
+    clusters = [""] * n
+    flagged = np.zeros(n, dtype=bool)
+    notes = []
+    if networks:
+        classes, probas, cps, cl, notes = review._network_predictions(logdir, list(networks), inp.image_ids)
+        d = review.doubt_from_probas(probas, cps, low_confidence)
+        consensus = np.array(classes, dtype=object)[d["consensus"]]
+        conf = d["confidence"]
+        flagged = d["flagged"] & (inp.roles == "pool")
+        votes = [";".join(f"{net}={classes[d['votes'][i, j]]}" for j, net in enumerate(networks)) for i in range(n)]
+        clusters = [";".join(f"{net}:{c[i]}" for net, c in cl.items()) for i in range(n)]
+    else:
+        notes.append(f"no predictions yet: run `nipgboard predict {logdir} --network ID` to fill 'predicted'")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for i in range(n):
+        expert = inp.labels[i]
+        pred = consensus[i]
+        w.writerow([inp.paths[i], inp.roles[i], expert or "", pred or "",
+                    "" if conf[i] is None else f"{float(conf[i]):.4f}", expert or pred or "",
+                    clusters[i], votes[i], int(flagged[i])])
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"{out} is a folder: give a file name for the CSV, e.g. {out / 'labels.csv'}")
+    results.atomic_write_text(out, buf.getvalue())
+    return {"out": str(out), "rows": n, "networks": list(networks), "expert_labelled": int(sum(1 for v in inp.labels if v)),
+            "predicted": int(sum(1 for v in consensus if v)), "flagged": int(flagged.sum()), "notes": notes}
+

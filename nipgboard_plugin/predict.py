@@ -1,0 +1,335 @@
+"""Label every image from the expert's labels: predictors on the full features, chosen by cross-validation.
+
+The paper's rule (label of the nearest cluster in the 2-D/3-D projection, see :mod:`.graph`) throws
+away most of what the features know; on real photo sets it labels the unlabelled pool 5-15 points
+below a plain kNN or logistic regression on the full features. So the labels handed out come from
+the full features, and the clusters stay what they are best at: groups to inspect and label in bulk.
+
+Methods (all fitted on the *train* images only: labelled and not in the test split):
+
+* ``knn``: k nearest neighbours by cosine similarity (features L2-normalised), distance-weighted votes;
+  k is at most half the number of train images of the smallest class.
+* ``logreg``: multinomial logistic regression on L2-normalised, standardised features.
+* ``ensemble``: the mean of the kNN and logistic-regression class probabilities.
+* ``all``: the mean of the kNN, logistic-regression and label-spreading class probabilities.
+* ``spread``: label spreading (Zhou et al. 2004) over the kNN graph of *all* images (train, test and
+  pool, features L2-normalised and reduced by PCA), which lets unlabelled images carry labels along
+  the data's structure.
+* ``cluster``: the paper's rule, read from the stored clusters (``nipgboard cluster`` first).
+* ``auto`` (default): scores ``ensemble``, ``spread``, ``logreg`` and ``knn`` by stratified k-fold
+  cross-validation on the train images and uses the best (ties go to the earlier in that list: the
+  combined methods, which were the more accurate on the bench datasets).
+
+Every image gets a label, a confidence (the predicted class's probability) and its class
+probabilities. Train images get *out-of-fold* predictions (from the cross-validation model that did not
+see them), so their confidence and errors are honest and point at possibly wrong expert labels;
+test and pool images get the predictions of the model fitted on all train images.
+"""
+import time
+
+import numpy as np
+
+from .errors import UserError
+
+METHODS = ("auto", "cluster", "knn", "logreg", "ensemble", "spread", "all")
+AUTO_CANDIDATES = ("all", "ensemble", "spread", "logreg", "knn")  # ties go to the earlier
+
+
+def _l2(X):
+    X = np.asarray(X, dtype=np.float32)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+class FeaturePredictor:
+    """A classifier on feature vectors with ``fit(X, y)``, ``predict_proba(X)`` (columns = ``classes_``).
+
+    ``method`` is ``knn``, ``logreg`` or ``ensemble``; ``k`` the kNN neighbours, ``C`` the inverse
+    regularisation of the logistic regression. ``y`` holds class codes 0..n_classes-1.
+    Fitted attributes: ``classes_``, ``knn_``, ``logreg_`` (None when unused).
+    """
+
+    def __init__(self, method="ensemble", k=10, C=1.0, random_state=0):
+        self.method = method
+        self.k = k
+        self.C = C
+        self.random_state = random_state
+
+    def fit(self, X, y, n_classes=None):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.neighbors import KNeighborsClassifier
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        if self.method not in ("knn", "logreg", "ensemble"):
+            raise ValueError(f"unknown method {self.method!r}")
+        X = _l2(X)
+        y = np.asarray(y, dtype=np.int64)
+        self.n_classes_ = int(n_classes if n_classes is not None else y.max() + 1)
+        self.classes_ = np.arange(self.n_classes_)
+        self.knn_ = self.logreg_ = None
+        if self.method in ("knn", "ensemble"):
+            # never more neighbours than half the smallest class: with few labels a large k votes for the
+            # bigger classes
+            smallest = int(np.bincount(y)[np.bincount(y) > 0].min())
+            k = max(1, min(int(self.k), smallest // 2, len(y)))
+            self.knn_ = KNeighborsClassifier(n_neighbors=k, weights="distance", algorithm="brute").fit(X, y)
+        if self.method in ("logreg", "ensemble"):
+            if len(np.unique(y)) > 1:
+                self.logreg_ = make_pipeline(
+                    StandardScaler(),
+                    LogisticRegression(C=float(self.C), max_iter=300, tol=1e-3, random_state=self.random_state),
+                ).fit(X, y)
+            elif self.method == "logreg":
+                self.knn_ = KNeighborsClassifier(n_neighbors=1).fit(X, y)
+        return self
+
+    def _full(self, model, X):
+        p = model.predict_proba(X)
+        out = np.zeros((len(X), self.n_classes_), dtype=np.float64)
+        out[:, model.classes_] = p
+        return out
+
+    def predict_proba(self, X, batch_size=8192):
+        X = _l2(X)
+        parts = []
+        for s in range(0, len(X), batch_size):
+            xb = X[s:s + batch_size]
+            probs = [self._full(m, xb) for m in (self.knn_, self.logreg_) if m is not None]
+            parts.append(np.mean(probs, axis=0))
+        return np.vstack(parts) if parts else np.zeros((0, self.n_classes_))
+
+    def predict(self, X):
+        return self.predict_proba(X).argmax(axis=1)
+
+
+class LabelSpreading:
+    """Label spreading over a symmetric kNN graph of all images (train, test and pool).
+
+    ``fit(X, y)`` with ``y`` = class code for labelled images and -1 for the rest; the graph is built once
+    and reused by :meth:`spread` for other label sets (cross-validation). ``alpha`` is how much a
+    label is smoothed along the graph versus kept (0..1). Fitted: ``graph_`` (normalised affinity),
+    ``proba_`` (class probabilities of every row of X).
+    """
+
+    def __init__(self, k=10, alpha=0.9, pca_dims=64, max_iter=40, random_state=0):
+        self.k = k
+        self.alpha = alpha
+        self.pca_dims = pca_dims
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    def build_graph(self, X):
+        import scipy.sparse as sp
+        from sklearn.decomposition import PCA
+        from sklearn.neighbors import NearestNeighbors
+
+        Z = _l2(X)
+        if self.pca_dims and Z.shape[1] > self.pca_dims and len(Z) > self.pca_dims:
+            Z = PCA(n_components=int(self.pca_dims), random_state=self.random_state).fit_transform(Z)
+            Z = _l2(Z)
+        n = len(Z)
+        k = max(1, min(int(self.k), n - 1))
+        dist, ind = NearestNeighbors(n_neighbors=k + 1).fit(Z).kneighbors(Z)
+        dist, ind = dist[:, 1:], ind[:, 1:]
+        sigma = max(float(np.median(dist)), 1e-6)
+        w = np.exp(-(dist / sigma) ** 2).ravel()
+        W = sp.csr_matrix((w, (np.repeat(np.arange(n), k), ind.ravel())), shape=(n, n))
+        W = W.maximum(W.T)
+        d = np.asarray(W.sum(axis=1)).ravel()
+        dinv = 1.0 / np.sqrt(np.maximum(d, 1e-12))
+        self.graph_ = sp.diags(dinv) @ W @ sp.diags(dinv)
+        return self
+
+    def spread(self, y, n_classes):
+        y = np.asarray(y, dtype=np.int64)
+        Y0 = np.zeros((len(y), n_classes))
+        lab = y >= 0
+        Y0[np.flatnonzero(lab), y[lab]] = 1.0
+        F = Y0.copy()
+        for _ in range(int(self.max_iter)):
+            F = self.alpha * (self.graph_ @ F) + (1 - self.alpha) * Y0
+        s = F.sum(axis=1, keepdims=True)
+        uniform = np.full(n_classes, 1.0 / n_classes)
+        return np.where(s > 1e-12, F / np.maximum(s, 1e-12), uniform)
+
+    def fit(self, X, y, n_classes=None):
+        self.build_graph(X)
+        n_classes = int(n_classes if n_classes is not None else np.max(y) + 1)
+        self.proba_ = self.spread(y, n_classes)
+        return self
+
+
+def _folds(y, random_state=0):
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = np.bincount(y)
+    counts = counts[counts > 0]
+    n_splits = int(min(5 if len(y) <= 2000 else 3, counts.min()))
+    if n_splits < 2:
+        return None
+    return list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=random_state).split(np.zeros(len(y)), y))
+
+
+def cross_validate(X, y, n_classes, candidates=AUTO_CANDIDATES, k=10, C=1.0, random_state=0, spread_model=None,
+                   train_rows=None):
+    """Out-of-fold probabilities and accuracy of each candidate on the train images.
+
+    ``X``/``y`` are the train images; for ``spread`` the ``spread_model`` holds the graph of all
+    images and ``train_rows`` the rows of the train images in it. Returns {method: (accuracy, oof proba)},
+    or {} when a class has fewer than two images (no cross-validation possible).
+    """
+    folds = _folds(y, random_state)
+    if folds is None:
+        return {}
+    out = {}
+    oof = {m: np.zeros((len(y), n_classes)) for m in candidates}
+    for tr, va in folds:
+        base = {}
+        for m in ("knn", "logreg"):
+            if m in candidates or "ensemble" in candidates or "all" in candidates:
+                base[m] = FeaturePredictor(m, k=k, C=C, random_state=random_state).fit(
+                    X[tr], y[tr], n_classes).predict_proba(X[va])
+        for m in candidates:
+            if m in ("knn", "logreg"):
+                oof[m][va] = base[m]
+            elif m == "ensemble":
+                oof[m][va] = (base["knn"] + base["logreg"]) / 2
+            elif m in ("spread", "all") and spread_model is not None:
+                y_all = np.full(spread_model.graph_.shape[0], -1, dtype=np.int64)
+                y_all[train_rows[tr]] = y[tr]
+                sp = spread_model.spread(y_all, n_classes)[train_rows[va]]
+                oof[m][va] = sp if m == "spread" else (base["knn"] + base["logreg"] + sp) / 3
+    for m in candidates:
+        if m in ("spread", "all") and spread_model is None:
+            continue
+        out[m] = (float((oof[m].argmax(axis=1) == y).mean()), oof[m])
+    return out
+
+
+def predict_arrays(X, y, roles, n_classes, method="auto", k=10, C=1.0, random_state=0, spread=True):
+    """Predict every row of ``X``; ``y`` is the class code of train rows (-1 elsewhere), ``roles`` per row.
+
+    Returns (proba (n, n_classes), chosen method, {candidate: cv accuracy}).
+    """
+    roles = np.asarray(roles, dtype=object)
+    y = np.asarray(y, dtype=np.int64)
+    train = np.flatnonzero(roles == "train")
+    Xtr, ytr = X[train], y[train]
+    candidates = AUTO_CANDIDATES if method == "auto" else (method,)
+    if not spread:
+        candidates = tuple(c for c in candidates if c not in ("spread", "all"))
+    spread_model = None
+    if "spread" in candidates or "all" in candidates:
+        spread_model = LabelSpreading(k=k, random_state=random_state).build_graph(X)
+    scores = cross_validate(Xtr, ytr, n_classes, candidates, k=k, C=C, random_state=random_state,
+                            spread_model=spread_model, train_rows=train)
+    if method == "auto":
+        if scores:
+            best = max(scores.items(), key=lambda kv: (kv[1][0], -candidates.index(kv[0])))[0]
+        else:
+            best = "ensemble"
+    else:
+        best = method
+    if best in ("spread", "all") and spread_model is None:
+        spread_model = LabelSpreading(k=k, random_state=random_state).build_graph(X)
+    if best == "spread":
+        y_all = np.full(len(X), -1, dtype=np.int64)
+        y_all[train] = ytr
+        proba = spread_model.spread(y_all, n_classes)
+    else:
+        model = FeaturePredictor("ensemble" if best == "all" else best, k=k, C=C,
+                                 random_state=random_state).fit(Xtr, ytr, n_classes)
+        proba = np.zeros((len(X), n_classes))
+        rest = np.flatnonzero(roles != "train")
+        if len(rest):
+            proba[rest] = model.predict_proba(X[rest])
+        if best not in scores:
+            proba[train] = model.predict_proba(Xtr)
+        if best == "all":
+            y_all = np.full(len(X), -1, dtype=np.int64)
+            y_all[train] = ytr
+            proba = (2 * proba + spread_model.spread(y_all, n_classes)) / 3
+    if best in scores:
+        proba[train] = scores[best][1]
+    return proba, best, {m: round(v[0], 4) for m, v in scores.items()}
+
+
+def _cluster_proba(pred, conf, n_classes):
+    proba = np.zeros((len(pred), n_classes))
+    other = (1.0 - conf) / max(n_classes - 1, 1)
+    proba[:] = other[:, None]
+    ok = pred >= 0
+    proba[np.flatnonzero(ok), pred[ok]] = conf[ok]
+    proba[~ok] = 1.0 / n_classes
+    return proba
+
+
+def predict_dataset(logdir, network_id, method="auto", k=10, C=1.0, random_state=0, inputs=None, spread=True):
+    """Predict a label for every image of the dataset from one network's features; store and summarise."""
+    from . import graph, results
+
+    if method not in METHODS:
+        raise UserError(f"--method must be one of {', '.join(METHODS)}")
+    inp = inputs if inputs is not None else results.load_inputs(logdir, network_id, features=method != "cluster")
+    classes = [str(c) for c in inp.classes()]
+    if len(classes) == 0:
+        raise UserError(f"No labelled train images in {logdir}: label some images first "
+                        "(`nipgboard label`, or init with a labels CSV or class folders).")
+    if len(classes) == 1:
+        raise UserError(f"All labelled train images are {classes[0]!r}: a prediction needs at least two classes. "
+                        "Label images of another class first.")
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[lab] if role == "train" else -1 for lab, role in zip(inp.labels, inp.roles)], dtype=np.int64)
+    t0 = time.perf_counter()
+    scores = {}
+    if method == "cluster":
+        arrays, cmeta = graph.load_clusters(logdir, network_id)
+        rows = results.align(arrays["image_ids"], inp.image_ids)
+        if (rows < 0).any():
+            raise UserError(f"The clusters of {network_id!r} miss {int((rows < 0).sum())} images: run "
+                            f"`nipgboard project` and `nipgboard cluster` for {network_id!r} again.")
+        ccls = cmeta["classes"]
+        pred = np.array([index.get(ccls[p], -1) if p >= 0 else -1 for p in arrays["pred"][rows]], dtype=np.int64)
+        proba = _cluster_proba(pred, arrays["confidence"][rows].astype(np.float64), len(classes))
+        chosen = "cluster"
+    else:
+        proba, chosen, scores = predict_arrays(inp.X, y, inp.roles, len(classes), method=method, k=k, C=C,
+                                               random_state=random_state, spread=spread)
+    seconds = time.perf_counter() - t0
+    pred = proba.argmax(axis=1)
+    conf = proba.max(axis=1)
+    meta = {
+        "method": chosen, "requested": method, "classes": classes, "cv_accuracy": scores,
+        "params": {"k": k, "C": C, "random_state": random_state},
+        "labels_fingerprint": results.labels_fingerprint(inp.image_ids, inp.labels, inp.roles),
+        "seconds": round(seconds, 3), "created_at": time.time(),
+    }
+    results.save_result(logdir, network_id, "predictions", {
+        "image_ids": inp.image_ids, "pred": pred.astype(np.int64), "confidence": conf.astype(np.float32),
+        "proba": proba.astype(np.float32)}, meta)
+    pool = inp.roles == "pool"
+    counts = {c: int(((pred == i) & pool).sum()) for i, c in enumerate(classes)}
+    return {
+        "network": network_id, "method": chosen, "requested": method, "cv_accuracy": scores,
+        "classes": classes, "images": int(len(pred)),
+        "roles": {r: int((inp.roles == r).sum()) for r in ("train", "test", "pool")},
+        "pool_predicted": counts,
+        "low_confidence": int(((conf < 0.6) & pool).sum()),
+        "seconds": round(seconds, 3),
+    }
+
+
+def load_predictions(logdir, network_id):
+    """(arrays, meta) with ``meta['stale']`` True when the train labels changed since the prediction."""
+    from . import results
+
+    arrays, meta = results.load_result(logdir, network_id, "predictions")
+    try:
+        inp = results.load_inputs(logdir, network_id, features=False)
+        rows = results.align(inp.image_ids, arrays["image_ids"])
+        ok = rows >= 0
+        fp = results.labels_fingerprint(inp.image_ids[rows[ok]], inp.labels[rows[ok]], inp.roles[rows[ok]])
+        meta["stale"] = fp != meta.get("labels_fingerprint")
+    except UserError:
+        meta["stale"] = False
+    return arrays, meta

@@ -1,0 +1,256 @@
+"""The review queue: images the networks disagree on or are unsure about, most doubtful first.
+
+For every image the stored predictions of each network (``nipgboard predict``) give a vote and class
+probabilities. The *consensus* is the majority vote (ties: the label with the higher mean probability);
+networks voting otherwise are *dissenters*. The queue's order is the *doubt*,
+``1 - mean probability of the consensus label`` over the networks: two networks that disagree split
+the probability and land at the top, and so does a lone network that is unsure.
+
+An image is *flagged* (it enters the queue) when
+
+* the networks disagree (with three or more: anyone dissents from the majority),
+* a network's predictor disagrees with its own cluster rule (``nipgboard cluster``), or
+* the consensus probability is below ``low_confidence``.
+
+By default the queue holds the images without an expert label; ``include_labelled`` adds labelled
+images whose label contradicts the consensus (possible labelling mistakes).
+
+:func:`label_images` resolves queue entries (one image, a list, or a whole cluster) through
+:meth:`Store.set_labels`, which records every change in the label history, and reports how often each
+network's prediction matched what the expert decided ("metrics after review").
+"""
+import numpy as np
+
+from .errors import UserError
+
+
+def doubt_from_probas(probas, cluster_preds=None, low_confidence=0.6):
+    """Consensus, doubt and flags from per-network class probabilities (same class order in each).
+
+    ``cluster_preds``: optional list (per network) of cluster-rule class codes (-1: none).
+    """
+    probas = [np.asarray(p, dtype=np.float64) for p in probas]
+    if not probas:
+        raise ValueError("no predictions")
+    n, k = probas[0].shape
+    mean = np.mean(probas, axis=0)
+    votes = np.stack([p.argmax(axis=1) for p in probas], axis=1)  # (n, networks)
+    counts = np.zeros((n, k))
+    for j in range(votes.shape[1]):
+        counts[np.arange(n), votes[:, j]] += 1
+    consensus = (counts + 1e-3 * mean).argmax(axis=1)
+    dissent = votes != consensus[:, None]
+    p_cons = mean[np.arange(n), consensus]
+    predictor = np.zeros(n, dtype=bool)
+    if cluster_preds is not None:
+        for j, cp in enumerate(cluster_preds):
+            if cp is not None:
+                cp = np.asarray(cp)
+                predictor |= (cp >= 0) & (cp != votes[:, j])
+    low = p_cons < low_confidence
+    disagree = dissent.any(axis=1)
+    return {
+        "consensus": consensus, "votes": votes, "dissent": dissent, "disagree": disagree,
+        "predictor_disagree": predictor, "low_confidence": low, "confidence": p_cons,
+        "doubt": 1.0 - p_cons, "flagged": disagree | predictor | low,
+    }
+
+
+def _network_predictions(logdir, networks, image_ids):
+    """Per network: probabilities over the union of classes, aligned to image_ids; plus cluster votes."""
+    from . import graph, predict, results
+
+    loaded = []
+    notes = []
+    classes = set()
+    for net in networks:
+        arrays, meta = predict.load_predictions(logdir, net)
+        if meta.get("stale"):
+            notes.append(f"{net}: labels changed since its predictions; run `nipgboard predict {logdir} "
+                         f"--network {net}` again")
+        loaded.append((net, arrays, meta))
+        classes |= set(meta["classes"])
+    classes = sorted(classes)
+    col = {c: i for i, c in enumerate(classes)}
+    probas, cluster_preds, clusters = [], [], {}
+    for net, arrays, meta in loaded:
+        rows = results.align(arrays["image_ids"], image_ids)
+        if (rows < 0).any():
+            raise UserError(f"The predictions of {net!r} miss {int((rows < 0).sum())} images: run "
+                            f"`nipgboard predict {logdir} --network {net}` again.")
+        p = np.zeros((len(image_ids), len(classes)))
+        p[:, [col[c] for c in meta["classes"]]] = arrays["proba"][rows]
+        probas.append(p)
+        cp = None
+        if results.has_result(logdir, net, "clusters"):
+            try:
+                carr, cmeta = graph.load_clusters(logdir, net)
+            except UserError as exc:
+                notes.append(str(exc))
+                carr = None
+            if carr is not None:
+                crow = results.align(carr["image_ids"], image_ids)
+                ok = crow >= 0
+                codes = np.full(len(image_ids), -1, dtype=np.int64)
+                src = carr["pred"][crow[ok]]
+                codes[ok] = [col.get(cmeta["classes"][c], -1) if c >= 0 else -1 for c in src]
+                cp = codes
+                cl = np.full(len(image_ids), -1, dtype=np.int64)
+                cl[ok] = carr["cluster"][crow[ok]]
+                clusters[net] = cl
+        cluster_preds.append(cp)
+    return classes, probas, cluster_preds, clusters, notes
+
+
+def review_queue(logdir, networks=None, include_labelled=False, low_confidence=0.6, limit=100, flagged_only=True):
+    """The review queue of a dataset as a JSON-able dict (see the module docstring)."""
+    from . import results
+
+    if networks is None:
+        networks = results.networks_with(logdir, "predictions")
+        if not networks:
+            raise UserError(f"No predictions in {logdir}: run `nipgboard predict {logdir} --network ID` "
+                            "for one or more networks first.")
+    networks = list(dict.fromkeys(networks))
+    inp = results.load_inputs(logdir, features=False)
+    classes, probas, cluster_preds, clusters, notes = _network_predictions(logdir, networks, inp.image_ids)
+    d = doubt_from_probas(probas, cluster_preds, low_confidence)
+    unlabelled = inp.roles == "pool"
+    cons_label = np.array(classes, dtype=object)[d["consensus"]]
+    if include_labelled:
+        contradicted = ~unlabelled & (inp.labels != cons_label)
+        candidates = unlabelled | contradicted
+    else:
+        contradicted = np.zeros(len(unlabelled), dtype=bool)
+        candidates = unlabelled
+    selected = candidates & (d["flagged"] | contradicted) if flagged_only else candidates
+    idx = np.flatnonzero(selected)
+    idx = idx[np.lexsort((inp.image_ids[idx], -d["doubt"][idx]))]
+    total = len(idx)
+    if limit:
+        idx = idx[: int(limit)]
+    items = []
+    for i in idx:
+        votes = {net: classes[d["votes"][i, j]] for j, net in enumerate(networks)}
+        reasons = []
+        if d["disagree"][i]:
+            reasons.append("networks disagree: " + ", ".join(f"{n}={v}" for n, v in votes.items()))
+        if d["predictor_disagree"][i]:
+            reasons.append("cluster rule disagrees: " + ", ".join(
+                f"{net} cluster says {classes[cp[i]]}" for net, cp in zip(networks, cluster_preds)
+                if cp is not None and cp[i] >= 0 and cp[i] != d["votes"][i, networks.index(net)]))
+        if d["low_confidence"][i]:
+            reasons.append(f"low confidence {d['confidence'][i]:.2f}")
+        if contradicted[i]:
+            reasons.append(f"expert label {inp.labels[i]!r} contradicts the networks")
+        items.append({
+            "id": int(inp.image_ids[i]), "path": inp.paths[i], "role": inp.roles[i], "label": inp.labels[i],
+            "consensus": classes[d["consensus"][i]], "confidence": round(float(d["confidence"][i]), 4),
+            "doubt": round(float(d["doubt"][i]), 4), "votes": votes,
+            "dissenters": [net for j, net in enumerate(networks) if d["dissent"][i, j]],
+            "clusters": {net: int(c[i]) for net, c in clusters.items()},
+            "reasons": reasons,
+        })
+    pool = unlabelled
+    return {
+        "networks": networks, "classes": classes,
+        "unlabelled": int(pool.sum()),
+        "flagged": int((d["flagged"] & pool).sum()),
+        "disagreements": int((d["disagree"] & pool).sum()),
+        "predictor_disagreements": int((d["predictor_disagree"] & pool).sum()),
+        "low_confidence": int((d["low_confidence"] & pool).sum()),
+        "contradicted_labels": int(contradicted.sum()),
+        "queue_length": int(total), "shown": len(items), "items": items, "notes": notes,
+    }
+
+
+def load_queue(logdir, limit=500):
+    """The queue over every network with predictions (what the plugin's review panel shows)."""
+    return review_queue(logdir, limit=limit)
+
+
+def _resolve_images(store, images):
+    ids, missing = [], []
+    for p in images:
+        iid = store.image_id_for_path(p)
+        (missing.append(p) if iid is None else ids.append(int(iid)))
+    if missing:
+        shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
+        raise UserError(f"{len(missing)} image(s) not in the dataset: {shown} (paths are relative to the images "
+                        f"folder {store.get_meta('images_root')}, or absolute inside it). Nothing was labelled.")
+    return ids
+
+
+def label_images(logdir, label=None, images=(), ids=(), pairs=(), cluster=None, network=None, overwrite=False):
+    """Give expert labels and report the networks' agreement with them.
+
+    Forms: ``images`` (paths) and/or ``ids`` with one ``label``; ``pairs`` [(path, label)] from a list;
+    ``cluster`` (with ``network``) labels every member of that cluster that has no label yet (all of
+    them with ``overwrite``). Nothing is written when any image is unknown.
+    """
+    from . import graph, results
+
+    store = results.open_store(logdir)
+    try:
+        assignments = []
+        if pairs:
+            pids = _resolve_images(store, [p for p, _ in pairs])
+            assignments += [(i, lab) for i, (_, lab) in zip(pids, pairs)]
+        targets = []
+        if images:
+            targets += _resolve_images(store, images)
+        for i in ids:
+            if store.image_by_id(int(i)) is None:
+                raise UserError(f"Unknown image id {i}. Nothing was labelled.")
+            targets.append(int(i))
+        if cluster is not None:
+            if not network:
+                raise UserError("Labelling a cluster needs --network (whose clusters).")
+            arrays, meta = graph.load_clusters(logdir, network)
+            members = arrays["image_ids"][arrays["cluster"] == int(cluster)]
+            if len(members) == 0:
+                raise UserError(f"Network {network!r} has no cluster {cluster} (clusters 0..{meta['n_clusters'] - 1}).")
+            current = store.labels()
+            targets += [int(i) for i in members if overwrite or int(i) not in current]
+        if targets:
+            if label is None or str(label).strip() == "":
+                raise UserError("Give the label with --label.")
+            assignments += [(i, str(label).strip()) for i in targets]
+        if not assignments:
+            raise UserError("Nothing to label: give --image, --id, --list or --cluster (cluster members that "
+                            "already have a label are kept unless --overwrite).")
+        before = store.labels()
+        changed = store.set_labels(assignments, source="user")
+        user_labels = dict(store.conn.execute("SELECT image_id, label FROM labels WHERE source='user'"))
+    finally:
+        store.close()
+    batch = {i: lab for i, lab in assignments}
+    return {
+        "requested": len(assignments), "changed": changed,
+        "previous": {str(i): before.get(i) for i in list(batch)[:50]},
+        "after_review": review_metrics(logdir, batch, user_labels),
+    }
+
+
+def review_metrics(logdir, batch, user_labels):
+    """How often each network's stored prediction matched the expert: on this batch and on all user labels."""
+    from . import results
+
+    out = {}
+    for net in results.networks_with(logdir, "predictions"):
+        arrays, meta = results.load_result(logdir, net, "predictions")
+        classes = meta["classes"]
+        entry = {}
+        for name, labs in (("this_batch", batch), ("all_reviewed", user_labels)):
+            if not labs:
+                continue
+            ids = np.fromiter(labs.keys(), dtype=np.int64)
+            rows = results.align(arrays["image_ids"], ids)
+            ok = rows >= 0
+            pred = [classes[c] for c in arrays["pred"][rows[ok]]]
+            truth = [labs[int(i)] for i in ids[ok]]
+            agree = sum(p == t for p, t in zip(pred, truth))
+            entry[name] = {"n": int(ok.sum()), "agreed": int(agree),
+                           "accuracy": round(agree / ok.sum(), 4) if ok.any() else None}
+        out[net] = entry
+    return out

@@ -1,0 +1,297 @@
+"""Serving a dataset's pictures: full images, thumbnails and sprite atlases, all by image id.
+
+Safety: a request names an image by its dataset id, never by a path. The file's path comes from the
+dataset database and is resolved (symbolic links followed) before it is opened; a file that resolves
+outside the images folder, for example an image replaced by a link to ``/etc/passwd`` after it was
+ingested, is refused with 403, and the final path component is opened with ``O_NOFOLLOW``.
+
+Caches live under the run's ``nipgboard/`` folder and are keyed by the file's content hash, so a
+changed file never shows a stale picture and nothing is written outside the logdir:
+
+* ``thumbs/<size>/<aa>/<sha256>.jpg``: a thumbnail that fits in size x size, aspect kept;
+* ``sprites/<tile>/page<p>-<key>.jpg``: atlases of square tiles (thumbnails centred on white), in
+  image-id order, row-major, at most 8192 x 8192 px each (the Projector's and WebGL's safe limit);
+  ``key`` hashes the page's (id, content) list, so adding images redraws only the pages that change.
+"""
+import contextlib
+import hashlib
+import io
+import math
+import os
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from . import imaging, paths
+from .errors import UserError
+from .store import Store
+
+THUMB_SIZES = (32, 48, 64, 96, 128, 192, 256, 384, 512)
+TILE_SIZES = (32, 48, 64, 96, 128)
+DEFAULT_TILE = 64
+MAX_ATLAS_PX = 8192
+SYNC_SPRITE_LIMIT = 3000          # a page with more tiles than this is drawn by the ``sprites`` job
+JPEG_QUALITY = 85
+WEB_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
+MAX_FULL_IMAGE_BYTES = 256 << 20
+BACKGROUND = (255, 255, 255)
+
+
+class ImageNotFound(UserError):
+    http_status = 404
+
+
+class ImageForbidden(UserError):
+    http_status = 403
+
+
+class SpriteNotReady(UserError):
+    http_status = 409
+
+
+# -- resolving an image id to a file ------------------------------------------------------------------
+def resolve_image_file(store: Store, image_id: int) -> str:
+    """The real path of image ``image_id``'s file, guaranteed inside the images folder."""
+    info = store.image_by_id(image_id)
+    if info is None:
+        raise ImageNotFound(f"unknown image id {image_id}")
+    root = str(store.images_root())
+    real_root = os.path.realpath(root)
+    rel = info["path"]
+    if os.path.isabs(rel) or ".." in rel.split("/"):
+        raise ImageForbidden(f"image {image_id} has an unsafe stored path")
+    real = os.path.realpath(os.path.join(root, rel))
+    if os.path.commonpath([real, real_root]) != real_root:
+        raise ImageForbidden(f"image {image_id} resolves outside the images folder; not served")
+    if not os.path.isfile(real):
+        raise ImageNotFound(f"the file of image {image_id} ({rel}) is no longer in the images folder")
+    return real
+
+
+def _read_file(real_path, limit=MAX_FULL_IMAGE_BYTES) -> bytes:
+    fd = os.open(real_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ImageForbidden(f"file too large to serve ({limit} bytes at most)")
+    return data
+
+
+def full_image(store: Store, image_id: int):
+    """(bytes, content type) of the image at full resolution: the file itself when browsers show its
+    format, otherwise (TIFF, BMP, 16-bit...) converted to PNG by the dataset's reading rule."""
+    real = resolve_image_file(store, image_id)
+    info = store.image_by_id(image_id)
+    mime = WEB_FORMATS.get(info["format"])
+    if mime is not None and info["mode"] in ("RGB", "RGBA", "L", "LA", "P", "1", "CMYK", "YCbCr"):
+        return _read_file(real), mime
+    img = _decode(real)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=3)
+    return buf.getvalue(), "image/png"
+
+
+def _decode(real_path, draft=None) -> Image.Image:
+    try:
+        return imaging.load_rgb(real_path, draft_size=draft)
+    except imaging.UnreadableImage as exc:
+        raise ImageNotFound(f"the image file can no longer be read: {exc}") from None
+
+
+# -- thumbnails ------------------------------------------------------------------------------------------
+def _atomic_write(path: Path, data: bytes):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def thumbs_dir(run_dir) -> Path:
+    return paths.data_dir(run_dir) / "thumbs"
+
+
+def sprites_dir(run_dir) -> Path:
+    return paths.data_dir(run_dir) / "sprites"
+
+
+def _thumb_image(real_path, size) -> Image.Image:
+    img = _decode(real_path, draft=(size * 2, size * 2))
+    img.thumbnail((size, size), Image.LANCZOS if size <= 128 else Image.BICUBIC)
+    return img
+
+
+def _encode_jpeg(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=False)
+    return buf.getvalue()
+
+
+def thumbnail(run_dir, store: Store, image_id: int, size: int) -> bytes:
+    """JPEG bytes of the image fitted in size x size (cached)."""
+    if size not in THUMB_SIZES:
+        raise UserError(f"thumbnail size must be one of {', '.join(map(str, THUMB_SIZES))}")
+    info = store.image_by_id(image_id)
+    if info is None:
+        raise ImageNotFound(f"unknown image id {image_id}")
+    cached = thumbs_dir(run_dir) / str(size) / info["sha256"][:2] / f"{info['sha256']}.jpg"
+    # The cache is keyed by content, but the file must still be servable (inside the folder) now.
+    real = resolve_image_file(store, image_id)
+    with contextlib.suppress(FileNotFoundError):
+        return cached.read_bytes()
+    data = _encode_jpeg(_thumb_image(real, size))
+    _atomic_write(cached, data)
+    return data
+
+
+# -- sprite atlases ----------------------------------------------------------------------------------------
+def sprite_layout(n, tile):
+    """Pages of an atlas of ``n`` tiles: [{page, first, count, columns, rows, width, height}]."""
+    cols_max = MAX_ATLAS_PX // tile
+    per_page = cols_max * cols_max
+    pages = []
+    for p in range(max(1, math.ceil(n / per_page))):
+        first = p * per_page
+        count = max(0, min(per_page, n - first))
+        cols = min(cols_max, max(1, math.ceil(math.sqrt(count))))
+        rows = max(1, math.ceil(count / cols))
+        pages.append(dict(page=p, first=first, count=count, columns=cols, rows=rows,
+                          width=cols * tile, height=rows * tile))
+    return pages
+
+
+def _page_key(tile, rows):
+    h = hashlib.sha256(f"tile={tile};".encode())
+    for image_id, sha, _rel in rows:
+        h.update(f"{image_id}:{sha};".encode())
+    return h.hexdigest()[:16]
+
+
+def _page_path(run_dir, tile, page, key) -> Path:
+    return sprites_dir(run_dir) / str(tile) / f"page{page}-{key}.jpg"
+
+
+def sprite_index(run_dir, store: Store, tile: int) -> dict:
+    """How the sprite atlases of a run are laid out, and which pages are drawn already."""
+    if tile not in TILE_SIZES:
+        raise UserError(f"tile size must be one of {', '.join(map(str, TILE_SIZES))}")
+    rows = store.image_rows("id, sha256, path")
+    pages = sprite_layout(len(rows), tile)
+    for pg in pages:
+        key = _page_key(tile, rows[pg["first"]:pg["first"] + pg["count"]])
+        pg["ready"] = _page_path(run_dir, tile, pg["page"], key).is_file()
+    return {"tile": tile, "images": len(rows), "order": "image id, ascending (the order of /images)",
+            "pages": pages}
+
+
+_page_locks = {}
+_page_locks_guard = threading.Lock()
+
+
+def _lock_for(key):
+    with _page_locks_guard:
+        return _page_locks.setdefault(key, threading.Lock())
+
+
+def _placeholder(tile):
+    img = Image.new("RGB", (tile, tile), (200, 200, 200))
+    d = ImageDraw.Draw(img)
+    d.line((0, 0, tile, tile), fill=(150, 0, 0), width=max(1, tile // 16))
+    d.line((0, tile, tile, 0), fill=(150, 0, 0), width=max(1, tile // 16))
+    return img
+
+
+def _tile_image(run_dir, root, real_root, tile, row):
+    """The tile of one image, from the thumbnail cache when possible; a placeholder if unreadable."""
+    image_id, sha, rel = row
+    cached = thumbs_dir(run_dir) / str(tile) / sha[:2] / f"{sha}.jpg"
+    try:
+        real = os.path.realpath(os.path.join(root, rel))
+        if os.path.commonpath([real, real_root]) != real_root or ".." in rel.split("/"):
+            return _placeholder(tile)
+        try:
+            with Image.open(cached) as im:
+                img = im.convert("RGB")
+        except (FileNotFoundError, OSError):
+            img = _thumb_image(real, tile)
+            _atomic_write(cached, _encode_jpeg(img))
+    except (UserError, OSError):
+        return _placeholder(tile)
+    if img.size == (tile, tile):
+        return img
+    canvas = Image.new("RGB", (tile, tile), BACKGROUND)
+    canvas.paste(img, ((tile - img.width) // 2, (tile - img.height) // 2))
+    return canvas
+
+
+def _draw_page(run_dir, root, tile, pg, rows, progress=None, done_before=0, total=None, threads=2):
+    real_root = os.path.realpath(root)
+    atlas = Image.new("RGB", (pg["width"], pg["height"]), BACKGROUND)
+    cols = pg["columns"]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for i, img in enumerate(pool.map(lambda r: _tile_image(run_dir, root, real_root, tile, r), rows)):
+            atlas.paste(img, ((i % cols) * tile, (i // cols) * tile))
+            if progress and (i % 256 == 255 or i == len(rows) - 1):
+                progress(done_before + i + 1, total)
+    return _encode_jpeg(atlas)
+
+
+def sprite_page(run_dir, store: Store, tile: int, page: int, allow_draw_limit=SYNC_SPRITE_LIMIT) -> bytes:
+    """JPEG bytes of one atlas page, drawn now if small enough, else SpriteNotReady (run the job)."""
+    if tile not in TILE_SIZES:
+        raise UserError(f"tile size must be one of {', '.join(map(str, TILE_SIZES))}")
+    rows = store.image_rows("id, sha256, path")
+    pages = sprite_layout(len(rows), tile)
+    if not 0 <= page < len(pages):
+        raise ImageNotFound(f"no sprite page {page} (there are {len(pages)})")
+    pg = pages[page]
+    page_rows = rows[pg["first"]:pg["first"] + pg["count"]]
+    key = _page_key(tile, page_rows)
+    path = _page_path(run_dir, tile, page, key)
+    with contextlib.suppress(FileNotFoundError):
+        return path.read_bytes()
+    if pg["count"] > allow_draw_limit:
+        raise SpriteNotReady(f"sprite page {page} ({pg['count']} images) is not drawn yet: start a 'sprites' job")
+    with _lock_for((str(run_dir), tile, page)):
+        with contextlib.suppress(FileNotFoundError):
+            return path.read_bytes()
+        data = _draw_page(run_dir, str(store.images_root()), tile, pg, page_rows)
+        _save_page(run_dir, tile, page, path, data)
+        return data
+
+
+def _save_page(run_dir, tile, page, path, data):
+    _atomic_write(path, data)
+    for old in path.parent.glob(f"page{page}-*.jpg"):
+        if old != path:
+            with contextlib.suppress(OSError):
+                old.unlink()
+
+
+def build_sprites(run_dir, tile=DEFAULT_TILE, progress=None) -> dict:
+    """Draw every atlas page of a run that is not drawn yet (the ``sprites`` job)."""
+    with Store(run_dir) as store:
+        rows = store.image_rows("id, sha256, path")
+        root = str(store.images_root())
+    pages = sprite_layout(len(rows), tile)
+    drawn = 0
+    for pg in pages:
+        page_rows = rows[pg["first"]:pg["first"] + pg["count"]]
+        path = _page_path(run_dir, tile, pg["page"], _page_key(tile, page_rows))
+        if path.is_file():
+            if progress:
+                progress(pg["first"] + pg["count"], len(rows))
+            continue
+        with _lock_for((str(run_dir), tile, pg["page"])):
+            data = _draw_page(run_dir, root, tile, pg, page_rows, progress, pg["first"], len(rows))
+            _save_page(run_dir, tile, pg["page"], path, data)
+        drawn += 1
+    return {"tile": tile, "images": len(rows), "pages": len(pages), "drawn": drawn}

@@ -1,0 +1,461 @@
+"""The plugin's routes, driven through a real `tensorboard` process on loopback.
+
+One server serves the whole module: the tests run the flow ingest -> embed -> project -> cluster ->
+(predict -> evaluate -> disagreements) -> label -> export through the routes, then every bad request.
+"""
+import csv
+import io
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from images import shape_image, write_bad_files, write_shapes
+from plugin_server import PREFIX, TensorBoardServer
+
+NET = "efficientnet_lite0"
+NET2 = "mobilenet_v2"
+RUN = "shapes"
+
+
+# -- the dataset and the server ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, nipgboard_home):
+    base = tmp_path_factory.mktemp("plugin-routes")
+    images = base / "images"
+    write_shapes(images, per_class=8, size=48)                                    # labelled by folder
+    write_shapes(images / "unlabelled", per_class=8, size=48, start_seed=100)    # the pool
+    write_bad_files(images)
+    (images / "dup").mkdir()
+    shutil.copy(images / "circle" / "circle_000.png", images / "dup" / "copy.png")
+    outside = base / "outside"
+    outside.mkdir()
+    shape_image("circle", 7, size=48).save(outside / "secret.png")
+    (outside / "secret.txt").write_text("not for the browser\n")
+    os.symlink(outside / "secret.png", images / "link_out.png")
+    logdir = base / "logdir"
+    logdir.mkdir()
+    # The worker compiles UMAP in the background from its start, as in real use.
+    server = TensorBoardServer(logdir, nipgboard_home, log_path=base / "tensorboard.log",
+                               env={"NIPGBOARD_WARMUP": "1"}).start()
+    yield {"base": base, "images": images, "outside": outside, "logdir": logdir, "tb": server}
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def tb(world):
+    return world["tb"]
+
+
+@pytest.fixture(scope="module")
+def dataset(world, tb):
+    """Ingest the folder and extract features, through the routes."""
+    before = sorted(p.relative_to(world["images"]).as_posix() for p in world["images"].rglob("*"))
+    ingest = tb.run_job(RUN, "ingest", images=str(world["images"]), folder_labels=True)
+    after = sorted(p.relative_to(world["images"]).as_posix() for p in world["images"].rglob("*"))
+    assert before == after, "ingest wrote into the images folder"
+    embed = tb.run_job(RUN, "embed", network=NET, batch_size=16, timeout=300)
+    meta = tb.get_json("metadata", run=RUN)
+    by_path = dict(zip(meta["paths"], meta["ids"]))
+    return {"ingest": ingest, "embed": embed, "meta": meta, "by_path": by_path}
+
+
+# -- before any dataset ------------------------------------------------------------------------------------
+def test_onboarding_without_a_dataset(tb):
+    listing = json.loads(tb.request("GET", "/data/plugins_listing")[2])
+    assert listing["nipgboard"]["tab_name"] == "NIPGBoard"
+    assert listing["nipgboard"]["loading_mechanism"] == {"type": "IFRAME", "module_path": "/data/plugin/nipgboard/index.js"}
+    assert listing["nipgboard"]["enabled"] is False
+    runs = tb.get_json("runs")
+    assert runs["runs"] == [] and "ingest" in runs["onboarding"]
+    status, headers, body = tb.get("index.js")
+    assert status == 200 and headers["content-type"].startswith("text/javascript")
+    assert b"export async function render" in body
+    status, headers, body = tb.get("index.html")
+    assert status == 200 and b'src="static/minimal/boot.js"' in body
+    assert "default-src 'self'" in headers["content-security-policy"]
+    assert tb.get("static/minimal/boot.js")[0] == 200
+    entry = tb.request("GET", "/data/plugin_entry.html?name=nipgboard")
+    assert entry[0] == 200 and b'<base href="plugin/nipgboard/"' in entry[2]
+    kinds = {k["kind"]: k for k in tb.get_json("kinds")["kinds"]}
+    assert set(kinds) == {"ingest", "embed", "project", "cluster", "predict", "evaluate", "search", "disagreements",
+                          "projector", "export", "duplicates", "rare", "sprites"}
+    assert all(k["available"] for k in kinds.values())
+    assert kinds["embed"]["params"]["network"] == "network, required"
+    assert kinds["ingest"]["needs_dataset"] is False and "images" in kinds["ingest"]["params"]
+    assert tb.get_json("jobs")["jobs"] == []
+
+
+# -- the whole flow --------------------------------------------------------------------------------------
+def test_ingest_and_embed(tb, dataset, world):
+    listing = json.loads(tb.request("GET", "/data/plugins_listing")[2])
+    assert listing["nipgboard"]["enabled"] is True
+    runs = tb.get_json("runs")["runs"]
+    assert [(r["name"], r["dataset"], r["images"], r["labelled"]) for r in runs] == [(RUN, True, 48, 24)]
+    summary = tb.get_json("summary", run=RUN)
+    assert summary["images"] == 48 and summary["classes"] == {"circle": 8, "square": 8, "triangle": 8}
+    reasons = {u["path"]: u["reason"] for u in summary["unreadable"]}
+    assert "truncated" in reasons["bad/truncated.jpg"] and "empty" in reasons["bad/empty.jpg"]
+    assert "outside" in reasons["link_out.png"]
+    assert summary["duplicates"] == [{"path": "dup/copy.png", "kept": "circle/circle_000.png",
+                                      "image_id": dataset["by_path"]["circle/circle_000.png"]}]
+    job = dataset["embed"]
+    assert job["result"]["extracted"] == 48 and job["done"] == job["total"] == 48
+    assert job["rate"] > 0 and job["fraction"] == 1.0 and job["started_at"] <= job["finished_at"]
+    nets = {n["id"]: n for n in tb.get_json("networks", run=RUN)["networks"]}
+    assert nets[NET]["available"] and nets[NET]["cached"] == 48 and nets[NET]["feature_dim"] == 1280
+    # A second click costs nothing: everything comes from the cache.
+    again = tb.run_job(RUN, "embed", network=NET)
+    assert again["result"]["extracted"] == 0 and again["result"]["cached_before"] == 48
+    assert {j["kind"] for j in tb.get_json("jobs", run=RUN)["jobs"]} == {"ingest", "embed"}
+
+
+def test_project_cluster_and_points(tb, dataset, world):
+    proj = tb.run_job(RUN, "project", network=NET, method="pca", n_components=3)
+    assert proj["result"]["images"] == 48
+    assert proj["result"]["projector"]["points"] == 48      # the Projector tab's files follow
+    assert (world["logdir"] / RUN / "projector_config.pbtxt").is_file()
+    status, headers, body = tb.get("points", run=RUN, network=NET)
+    assert status == 200 and headers["content-type"] == "application/octet-stream"
+    assert headers["x-nipgboard-count"] == "48" and headers["x-nipgboard-dims"] == "3"
+    pts = np.frombuffer(body, dtype="<f4").reshape(48, 3)
+    assert np.isfinite(pts).all() and pts.std() > 0
+    clus = tb.run_job(RUN, "cluster", network=NET, graph="mst", method="louvain")
+    assert clus["result"]["clusters"] >= 2
+    table = tb.get_json("clusters", run=RUN, network=NET)
+    assert table["n_clusters"] == clus["result"]["clusters"] and sum(table["sizes"]) == 48
+    meta = tb.get_json("metadata", run=RUN, network=NET)
+    assert len(meta["cluster"]) == 48 and all(c is not None for c in meta["cluster"])
+    assert set(meta["cluster_label"]) <= {"circle", "square", "triangle", None}
+
+
+def test_predict_evaluate_disagreements(tb, dataset):
+    """predict -> evaluate -> disagreements (the review queue), for two networks."""
+    tb.run_job(RUN, "embed", network=NET2, batch_size=16, timeout=300)
+    assert tb.get("review", run=RUN)[0] == 409  # no predictions yet: says what to run
+    for net in (NET, NET2):
+        done = tb.run_job(RUN, "predict", network=net, method="knn", projector=False)
+        assert done["result"]["images"] == 48 and done["result"]["method"] == "knn"
+        assert "projector" not in done["result"]
+    meta = tb.get_json("metadata", run=RUN, network=NET2)
+    assert len(meta["predicted"]) == 48 and set(meta["predicted"]) <= {"circle", "square", "triangle"}
+    assert all(0.0 <= c <= 1.0 for c in meta["confidence"])
+    job = tb.run_job(RUN, "evaluate", networks=[NET, NET2])
+    metrics = tb.get_json("metrics", run=RUN, networks=f"{NET},{NET2}")
+    assert metrics["rows"] == job["result"]["rows"]
+    rows = {(r["network"], r["method"], r["split"]) for r in metrics["rows"]}
+    assert {(NET, "knn", "train"), (NET, "knn", "test"), (NET2, "knn", "test"), (NET, "cluster", "test")} <= rows
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in metrics["rows"])
+    queue = tb.run_job(RUN, "disagreements", networks=[NET, NET2], flagged_only=False)["result"]
+    review = tb.get_json("review", run=RUN, networks=f"{NET},{NET2}", all="true")
+    assert review["networks"] == [NET, NET2] and review["unlabelled"] == 24
+    assert review["queue_length"] == queue["queue_length"] == 24
+    doubts = [item["doubt"] for item in review["items"]]
+    assert doubts == sorted(doubts, reverse=True)
+    assert set(review["items"][0]["votes"]) == {NET, NET2}
+    flagged = tb.get_json("review", run=RUN)
+    assert flagged["queue_length"] == flagged["flagged"] <= 24
+    written = tb.run_job(RUN, "export")["result"]
+    assert written["rows"] == 48 and written["out"].startswith(str(tb.logdir))
+
+
+def test_grid_search_applies_a_umap_projection(tb, dataset):
+    """The paper's path: supervised UMAP chosen by a (tiny) grid search, then clusters; the worker
+    compiled UMAP in the background since its start."""
+    job = tb.run_job(RUN, "search", network=NET, n_neighbors=[5], min_dist=[0.1], graph=["mst"],
+                     resolution=[1.0], folds=2, n_components=2, apply=True, timeout=400)
+    result = job["result"]
+    assert len(result["configs"]) == 1 and 0.0 <= result["best"]["accuracy"] <= 1.0
+    assert result["applied"]["project"]["method"] == "umap" and result["applied"]["project"]["dims"] == 2
+    status, headers, body = tb.get("points", run=RUN, network=NET)
+    assert headers["x-nipgboard-dims"] == "2" and np.isfinite(np.frombuffer(body, "<f4")).all()
+    assert tb.get_json("clusters", run=RUN, network=NET)["n_clusters"] >= 1
+    deadline = time.monotonic() + 120
+    while tb.get_json("runs")["jobs"]["worker"]["warm"] is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert tb.get_json("runs")["jobs"]["worker"]["warm"] is True
+
+
+def test_labels_single_list_cluster_history_and_export(tb, dataset):
+    ids = dataset["meta"]["ids"]
+    pool = [i for i, s in zip(ids, dataset["meta"]["split"]) if s == "pool"]
+    one = tb.post_json("set_labels", {"run": RUN, "id": pool[0], "label": "circle"})
+    assert one["changed"] == 1 and one["labels"] == {str(pool[0]): "circle"} and one["previous"] == {str(pool[0]): None}
+    many = tb.post_json("set_labels", {"run": RUN, "ids": pool[1:4], "label": "  square ", "report": True})
+    assert many["changed"] == 3 and set(many["labels"].values()) == {"square"}
+    assert set(many["after_review"]) == {NET, NET2}  # how often each network agreed with the expert
+    pairs = tb.post_json("set_labels", {"run": RUN, "assignments": [[pool[4], "triangle"], [pool[5], "circle"]]})
+    assert pairs["changed"] == 2
+    removed = tb.post_json("set_labels", {"run": RUN, "id": pool[5], "label": None})
+    assert removed["labels"] == {str(pool[5]): None}
+    history = tb.get_json("label_history", run=RUN, id=pool[5])["history"]
+    assert [(h["old_label"], h["new_label"]) for h in history] == [(None, "circle"), ("circle", None)]
+    assert all(h["source"] == "user" for h in history)
+    # A whole cluster: its unlabelled members, or all of them with overwrite.
+    meta = tb.get_json("metadata", run=RUN, network=NET)
+    labelled = {i for i, lab in zip(meta["ids"], meta["label"]) if lab is not None}
+    members = {}
+    for i, c in zip(meta["ids"], meta["cluster"]):
+        members.setdefault(c, []).append(i)
+    cluster = next(c for c, m in members.items() if set(m) - labelled)
+    unlabelled = sorted(set(members[cluster]) - labelled)
+    whole = tb.post_json("set_labels", {"run": RUN, "cluster": {"network": NET, "cluster": cluster}, "label": "blob"})
+    assert whole["requested"] == len(unlabelled) and sorted(map(int, whole["labels"])) == unlabelled
+    again = tb.post("set_labels", {"run": RUN, "cluster": {"network": NET, "cluster": cluster}, "label": "blob"})
+    assert again[0] == 409
+    everything = tb.post_json("set_labels", {"run": RUN, "cluster": {"network": NET, "cluster": cluster,
+                                                                     "overwrite": True}, "label": "blob"})
+    assert everything["requested"] == len(members[cluster])
+    assert set(tb.get_json("metadata", run=RUN)["label"][k] for k in
+               [meta["ids"].index(i) for i in members[cluster]]) == {"blob"}
+    # Export: the expert's labels with the networks' predictions.
+    status, headers, body = tb.get("export", run=RUN)
+    assert status == 200 and headers["content-type"].startswith("text/csv")
+    assert "attachment" in headers["content-disposition"]
+    rows = {r["path"]: r for r in csv.DictReader(io.StringIO(body.decode()))}
+    path_of = {i: p for p, i in dataset["by_path"].items()}
+    assert len(rows) == 48
+    assert {"path", "role", "expert_label", "predicted", "final_label", "votes", "flagged"} <= set(
+        next(iter(rows.values())))
+    assert rows[path_of[pool[0]]]["expert_label"] in ("circle", "blob")
+    assert rows[path_of[members[cluster][0]]]["expert_label"] == "blob"
+    assert all(r["final_label"] for r in rows.values())
+    assert not list((tb.logdir / RUN / "nipgboard" / "exports").glob(".labels-*"))  # nothing left behind
+
+
+def test_two_tabs_editing_one_label_lose_nothing(tb, dataset):
+    image_id = dataset["meta"]["ids"][-1]
+    barrier = threading.Barrier(2)
+    answers = []
+
+    def tab(label):
+        barrier.wait()
+        answers.append(tb.post_json("set_labels", {"run": RUN, "id": image_id, "label": label}))
+
+    threads = [threading.Thread(target=tab, args=(lab,)) for lab in ("tab-one", "tab-two")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(a["changed"] == 1 for a in answers)
+    history = tb.get_json("label_history", run=RUN, id=image_id)["history"]
+    assert {h["new_label"] for h in history} >= {"tab-one", "tab-two"}
+    current = history[-1]["new_label"]
+    assert history[-1]["old_label"] in ("tab-one", "tab-two") and current in ("tab-one", "tab-two")
+
+
+def test_pictures_by_id(tb, dataset, world):
+    image_id = dataset["by_path"]["square/square_003.png"]
+    status, headers, body = tb.get("image", run=RUN, id=image_id)
+    assert status == 200 and headers["content-type"] == "image/png"
+    assert body == (world["images"] / "square" / "square_003.png").read_bytes()
+    status, headers, body = tb.get("thumbnail", run=RUN, id=image_id, size=32)
+    assert status == 200 and headers["content-type"] == "image/jpeg"
+    assert max(Image.open(io.BytesIO(body)).size) == 32
+    assert tb.get("thumbnail", run=RUN, id=image_id, size=32)[2] == body  # from the cache
+    cached = list((world["logdir"] / RUN / "nipgboard" / "thumbs" / "32").rglob("*.jpg"))
+    assert len(cached) == 1
+    index = tb.get_json("sprite_index", run=RUN, tile=32)
+    page = index["pages"][0]
+    assert index["images"] == 48 and page["count"] == 48 and page["columns"] * page["rows"] >= 48
+    status, headers, body = tb.get("sprite", run=RUN, tile=32, page=0)
+    atlas = Image.open(io.BytesIO(body))
+    assert status == 200 and atlas.size == (page["width"], page["height"])
+    assert tb.get_json("sprite_index", run=RUN, tile=32)["pages"][0]["ready"] is True
+    job = tb.run_job(RUN, "sprites", tile=48)
+    assert job["result"]["drawn"] == 1 and tb.get_json("sprite_index", run=RUN, tile=48)["pages"][0]["ready"]
+
+
+def test_similar_duplicates_rare(tb, dataset):
+    query = dataset["by_path"]["triangle/triangle_000.png"]
+    sim = tb.get_json("similar", run=RUN, network=NET, id=query, k=5)
+    assert len(sim["similar"]) == 5 and query not in [s["id"] for s in sim["similar"]]
+    assert [s["distance"] for s in sim["similar"]] == sorted(s["distance"] for s in sim["similar"])
+    dups = tb.get_json("duplicates", run=RUN, network=NET, threshold=2.0)
+    assert dups["groups"] == [sorted(dataset["meta"]["ids"])]
+    assert tb.get_json("duplicates", run=RUN, network=NET, threshold=0.0)["groups"] == []
+    job = tb.run_job(RUN, "duplicates", network=NET, threshold=2.0)
+    assert job["result"]["groups"] == dups["groups"]
+    rare = tb.run_job(RUN, "rare", network=NET, n=3, k=5)["result"]["rare"]
+    assert len(rare) == 3 and rare[0]["rarity"] >= rare[-1]["rarity"]
+
+
+def test_cancel_queued_and_running_jobs(tb, dataset):
+    running = tb.start_job(RUN, "sprites", tile=128)
+    queued = tb.start_job(RUN, "sprites", tile=96)
+    answer = tb.post_json("cancel_job", {"run": RUN, "id": queued["id"]})
+    assert answer["state"] in ("cancelled", "done")  # the first job may already have finished
+    tb.post_json("cancel_job", {"run": RUN, "id": running["id"]})
+    end = tb.wait_job(RUN, running["id"], timeout=60)
+    assert end["state"] in ("cancelled", "done")
+    after = tb.run_job(RUN, "rare", network=NET, n=1)  # the worker still serves jobs
+    assert after["state"] == "done"
+
+
+def test_symlink_swapped_in_after_ingest_is_refused(tb, dataset, world):
+    image_id = dataset["by_path"]["circle/circle_005.png"]
+    target = world["images"] / "circle" / "circle_005.png"
+    saved = target.read_bytes()
+    target.unlink()
+    os.symlink(world["outside"] / "secret.png", target)
+    try:
+        for route in ("image", "thumbnail"):
+            status, _h, body = tb.get(route, run=RUN, id=image_id)
+            assert status == 403, (route, body)
+            assert "outside the images folder" in json.loads(body)["error"]
+        assert tb.get("sprite", run=RUN, tile=64, page=0)[0] == 200  # drawn with a placeholder tile
+    finally:
+        target.unlink()
+        target.write_bytes(saved)
+    assert tb.get("image", run=RUN, id=image_id)[0] == 200
+
+
+def test_nothing_is_written_outside_the_logdir(tb, dataset, world):
+    snapshot = {p: p.stat().st_mtime_ns for p in world["base"].rglob("*")
+                if world["logdir"] not in p.parents and p != world["logdir"] and p.suffix != ".log"}
+    for name in ("../escape", "/tmp/escape", "a/../../escape", "..", "nipgboard", ".hidden", "a\\b"):
+        status, _h, body = tb.post("start_job", {"run": name, "kind": "ingest",
+                                                 "params": {"images": str(world["images"])}})
+        assert status == 400, (name, body)
+    # The images folder may not contain the run (its caches would be read as images).
+    status, _h, body = tb.post("start_job", {"run": "inside", "kind": "ingest",
+                                             "params": {"images": str(world["logdir"])}})
+    assert status == 400 and b"contains the run" in body
+    # A run may not sit inside another run.
+    status, _h, body = tb.post("start_job", {"run": f"{RUN}/inner", "kind": "ingest",
+                                             "params": {"images": str(world["images"])}})
+    assert status == 400 and b"inside the run" in body
+    after = {p: p.stat().st_mtime_ns for p in world["base"].rglob("*")
+             if world["logdir"] not in p.parents and p != world["logdir"] and p.suffix != ".log"}
+    assert after == snapshot
+    assert not (world["base"] / "escape").exists() and not Path("/tmp/escape").exists()
+
+
+# -- bad requests ----------------------------------------------------------------------------------------
+P = PREFIX
+JSONH = {"X-NIPGBoard": "1", "Content-Type": "application/json"}
+BAD = [
+    # unknown run, and paths where a run name belongs
+    ("GET", P + "summary?run=nope", None, {}, 404),
+    ("GET", P + "summary?run=../logdir", None, {}, 404),
+    ("GET", P + "summary?run=%2e%2e%2f", None, {}, 404),
+    ("GET", P + "summary?run=%2Fetc%2Fpasswd", None, {}, 404),
+    ("GET", P + "summary?run=/etc", None, {}, 404),
+    ("GET", P + "summary?run=shapes/../shapes", None, {}, 404),
+    ("GET", P + "summary", None, {}, 400),
+    ("GET", P + "summary?run=shapes&run=shapes", None, {}, 400),
+    ("GET", P + "summary?run=shapes&path=/etc/passwd", None, {}, 400),
+    # unknown or malformed image ids, paths where an id belongs
+    ("GET", P + "image?run=shapes&id=999999", None, {}, 404),
+    ("GET", P + "image?run=shapes&id=0", None, {}, 400),
+    ("GET", P + "image?run=shapes&id=-3", None, {}, 400),
+    ("GET", P + "image?run=shapes&id=1.5", None, {}, 400),
+    ("GET", P + "image?run=shapes&id=../../etc/passwd", None, {}, 400),
+    ("GET", P + "image?run=shapes&id=%2Fetc%2Fpasswd", None, {}, 400),
+    ("GET", P + "image?run=shapes&id=..%252F..%252Fetc", None, {}, 400),
+    ("GET", P + "image?run=shapes&path=circle/circle_000.png", None, {}, 400),
+    ("GET", P + "thumbnail?run=shapes&id=999999", None, {}, 404),
+    ("GET", P + "thumbnail?run=shapes&id=1&size=33", None, {}, 400),
+    ("GET", P + "thumbnail?run=shapes&id=1&size=100000", None, {}, 400),
+    ("GET", P + "label_history?run=shapes&id=999999", None, {}, 404),
+    ("GET", P + "similar?run=shapes&network=efficientnet_lite0&id=999999", None, {}, 404),
+    ("GET", P + "similar?run=shapes&network=../../x&id=1", None, {}, 400),
+    ("GET", P + "similar?run=shapes&network=nosuchnet&id=1", None, {}, 404),
+    ("GET", P + "sprite?run=shapes&tile=64&page=99", None, {}, 404),
+    ("GET", P + "sprite?run=shapes&tile=65&page=0", None, {}, 400),
+    ("GET", P + "job?run=shapes&id=999999", None, {}, 404),
+    ("GET", P + "points?run=shapes&network=mobilenet_v2", None, {}, 409),
+    # path traversal on the static files
+    ("GET", P + "static/../plugin.py", None, {}, 404),
+    ("GET", P + "static/minimal/../../plugin.py", None, {}, 404),
+    ("GET", P + "static/%2e%2e/plugin.py", None, {}, 404),
+    ("GET", P + "static/%2e%2e%2fplugin.py", None, {}, 404),
+    ("GET", P + "static/..%2f..%2fstore.py", None, {}, 404),
+    ("GET", P + "static//etc/passwd", None, {}, 404),
+    ("GET", P + "static/%2Fetc%2Fpasswd", None, {}, 404),
+    ("GET", P + "static/.hidden", None, {}, 404),
+    # state changes: header, method, body
+    ("POST", P + "set_labels", json.dumps({"run": "shapes", "id": 1, "label": "x"}),
+     {"Content-Type": "application/json"}, 403),
+    ("POST", P + "set_labels", json.dumps({"run": "shapes", "id": 1, "label": "x"}),
+     {"Content-Type": "application/json", "X-NIPGBoard": "0"}, 403),
+    ("POST", P + "set_labels", json.dumps({"run": "shapes", "id": 1, "label": "x"}),
+     dict(JSONH, Origin="http://evil.example"), 403),
+    ("POST", P + "set_labels", json.dumps({"run": "shapes", "id": 1, "label": "x"}),
+     dict(JSONH, Host="rebound.evil.example:6006", Origin="http://rebound.evil.example:6006"), 403),
+    ("POST", P + "set_labels", "run=shapes&id=1&label=x",
+     {"Content-Type": "application/x-www-form-urlencoded", "X-NIPGBoard": "1"}, 415),
+    ("POST", P + "set_labels", json.dumps({"run": "shapes", "id": 1, "label": "x"}),
+     {"Content-Type": "text/plain", "X-NIPGBoard": "1"}, 415),
+    ("GET", P + "set_labels?run=shapes&id=1&label=x", None, {}, 405),
+    ("PUT", P + "set_labels", "{}", JSONH, 405),
+    ("DELETE", P + "start_job", None, JSONH, 405),
+    ("POST", P + "summary", json.dumps({"run": "shapes"}), JSONH, 405),
+    ("POST", P + "set_labels", '{"run": "shapes", "id": 1, "label": ', JSONH, 400),
+    ("POST", P + "set_labels", "\xff\xfe", JSONH, 400),
+    ("POST", P + "set_labels", '["shapes", 1, "x"]', JSONH, 400),
+    ("POST", P + "set_labels", json.dumps({"run": "shapes", "id": 999999, "label": "x"}), JSONH, 404),
+    ("POST", P + "set_labels", json.dumps({"run": "nope", "id": 1, "label": "x"}), JSONH, 404),
+    ("POST", P + "set_labels", json.dumps({"run": "shapes", "id": "1; DROP TABLE labels", "label": "x"}), JSONH, 400),
+    ("POST", P + "set_labels", json.dumps({"run": "shapes", "id": True, "label": "x"}), JSONH, 400),
+    ("POST", P + "set_labels", json.dumps({"run": "shapes", "id": 1}), JSONH, 400),
+    ("POST", P + "set_labels", json.dumps({"run": "shapes", "id": 1, "ids": [2], "label": "x"}), JSONH, 400),
+    ("POST", P + "set_labels", json.dumps({"run": "shapes", "id": 1, "label": ""}), JSONH, 400),
+    ("POST", P + "set_labels", json.dumps({"run": "shapes", "id": 1, "label": "a\nb"}), JSONH, 400),
+    ("POST", P + "set_labels", json.dumps({"run": "shapes", "id": 1, "label": "x" * 101}), JSONH, 400),
+    ("POST", P + "set_labels", json.dumps({"run": "shapes", "id": 1, "label": 5}), JSONH, 400),
+    ("POST", P + "set_labels", json.dumps({"run": "shapes", "ids": [], "label": "x"}), JSONH, 400),
+    ("POST", P + "set_labels", json.dumps({"run": "shapes", "ids": "1,2", "label": "x"}), JSONH, 400),
+    ("POST", P + "set_labels", json.dumps({"run": "shapes", "assignments": [[1]]}), JSONH, 400),
+    ("POST", P + "set_labels", json.dumps({"run": "shapes", "cluster": {"network": NET, "cluster": 10 ** 6},
+                                           "label": "x"}), JSONH, 404),
+    ("POST", P + "start_job", json.dumps({"run": "shapes", "kind": "shell", "params": {}}), JSONH, 400),
+    ("POST", P + "start_job", json.dumps({"run": "shapes", "kind": "embed", "params": {"network": "x"}}), JSONH, 400),
+    ("POST", P + "start_job", json.dumps({"run": "shapes", "kind": "embed", "params": {"network": "vgg16"}}),
+     JSONH, 400),
+    ("POST", P + "start_job", json.dumps({"run": "shapes", "kind": "embed",
+                                          "params": {"network": NET, "batch_size": 0}}), JSONH, 400),
+    ("POST", P + "start_job", json.dumps({"run": "shapes", "kind": "embed",
+                                          "params": {"network": NET, "command": "rm -rf /"}}), JSONH, 400),
+    ("POST", P + "start_job", json.dumps({"run": "shapes", "kind": "embed", "params": [NET]}), JSONH, 400),
+    ("POST", P + "start_job", json.dumps({"run": "new", "kind": "ingest", "params": {"images": "relative/dir"}}),
+     JSONH, 400),
+    ("POST", P + "start_job", json.dumps({"run": "new", "kind": "ingest", "params": {"images": "/no/such/dir"}}),
+     JSONH, 400),
+    ("POST", P + "start_job", json.dumps({"run": "new", "kind": "embed", "params": {"network": NET}}), JSONH, 404),
+    ("POST", P + "cancel_job", json.dumps({"run": "shapes", "id": 999999}), JSONH, 404),
+    ("POST", P + "cancel_job", json.dumps({"run": "shapes", "id": "../1"}), JSONH, 400),
+]
+
+
+@pytest.mark.parametrize("method,path,body,headers,expected", BAD,
+                         ids=[f"{m} {p[len(P):][:60]} {e}" for m, p, b, h, e in BAD])
+def test_bad_request(tb, dataset, method, path, body, headers, expected):
+    status, resp_headers, data = tb.request(method, path, body=body, headers=headers)
+    assert status == expected, data[:300]
+    assert resp_headers["content-type"] == "application/json"
+    answer = json.loads(data)
+    assert answer["status"] == status and answer["error"]
+    if status == 405:
+        assert "allow" in resp_headers
+    assert resp_headers.get("x-content-type-options") == "nosniff"
+
+
+def test_huge_bodies_are_refused(tb, dataset):
+    ids = dataset["meta"]["ids"]
+    huge_labels = json.dumps({"run": RUN, "assignments": [[ids[0], "x" * 90]] * 100_000})  # ~10 MB
+    assert len(huge_labels) > 8 << 20
+    status, _h, body = tb.request("POST", P + "set_labels", body=huge_labels, headers=JSONH)
+    assert status == 413 and "too large" in json.loads(body)["error"]
+    big_job = json.dumps({"run": RUN, "kind": "embed", "params": {"network": NET, "pad": "x" * (2 << 20)}})
+    status, _h, body = tb.request("POST", P + "start_job", body=big_job, headers=JSONH)
+    assert status == 413
+    # The server is still fine, and no label changed.
+    assert tb.get_json("summary", run=RUN)["images"] == 48
+    assert all(h["new_label"] != "x" * 90 for h in tb.get_json("label_history", run=RUN)["history"])
