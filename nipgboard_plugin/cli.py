@@ -114,7 +114,7 @@ def render_networks(result):
 def cmd_register_network(args):
     from . import backbones
 
-    kwargs = dict(input_size=tuple(args.input_size), scale=args.scale, mean=tuple(args.mean), std=tuple(args.std),
+    kwargs = dict(input_size=tuple(args.input_size) if args.input_size else None, scale=args.scale, mean=tuple(args.mean), std=tuple(args.std),
                   channel_order=args.channel_order, name=args.name)
     if args.layout:
         kwargs["layout"] = args.layout
@@ -243,7 +243,8 @@ def build_parser():
     p.add_argument("--path", required=True, help=".onnx, .keras or .h5 file")
     p.add_argument("--id", required=True, help="short name to use with --network")
     p.add_argument("--name", help="display name")
-    p.add_argument("--input-size", type=int, nargs=2, default=[224, 224], metavar=("HEIGHT", "WIDTH"))
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
+                   help="default: read from the model, else 224 224")
     p.add_argument("--scale", type=float, default=1 / 255, help="pixel multiplier before mean/std (1/255)")
     p.add_argument("--mean", type=float, nargs=3, default=[0.485, 0.456, 0.406])
     p.add_argument("--std", type=float, nargs=3, default=[0.229, 0.224, 0.225])

@@ -106,8 +106,19 @@ def embed(logdir, network_id, batch_size=32, progress=None, should_stop=None, de
         cache.close()
 
 
+# Engines stay loaded for the life of the process (the plugin's worker embeds many times).
+_ENGINES = {}
+
+
+def _engine(backbone):
+    key = backbone.cache_key()
+    if key not in _ENGINES:
+        _ENGINES[key] = backbone.engine()
+    return _ENGINES[key]
+
+
 def _extract(backbone, key, root, todo, cache, batch_size, progress, should_stop, decode_threads, result):
-    engine = backbone.engine()
+    engine = _engine(backbone)
     result["engine"] = getattr(engine, "kind", type(engine).__name__)
     prep = backbone.preprocess
     h, w = prep.size

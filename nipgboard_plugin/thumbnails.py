@@ -23,7 +23,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from . import imaging, paths
 from .errors import UserError
@@ -125,8 +125,8 @@ def sprites_dir(run_dir) -> Path:
 
 def _thumb_image(real_path, size) -> Image.Image:
     img = _decode(real_path, draft=(size * 2, size * 2))
-    img.thumbnail((size, size), Image.LANCZOS if size <= 128 else Image.BICUBIC)
-    return img
+    # Fit the box both ways: small images (28 px Fashion-MNIST, say) are enlarged to fill the tile.
+    return ImageOps.contain(img, (size, size), Image.LANCZOS if size <= 128 else Image.BICUBIC)
 
 
 def _encode_jpeg(img) -> bytes:

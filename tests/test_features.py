@@ -227,3 +227,45 @@ def test_networks_lists_every_network_with_availability():
         if not nets[paper]["available"]:
             assert nets[paper]["message"]  # says what to install or which file to put where
     assert nets["vgg16"]["feature_dim"] == 4096 and nets["nasnetlarge"]["input_size"] == [331, 331]
+
+
+def _pooling_onnx(path):
+    """A real ONNX model (global average pooling: 3 features per image) built with onnx's helpers."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 3, 16, 16])
+    y = helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 3])
+    graph = helper.make_graph([helper.make_node("GlobalAveragePool", ["pixels"], ["pooled"]),
+                               helper.make_node("Flatten", ["pooled"], ["features"])], "pool", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, path)
+    return path
+
+
+def test_user_onnx_network_from_the_cli(tmp_path):
+    model = _pooling_onnx(tmp_path / "pool.onnx")
+    rc, out, err = cli("register-network", "--path", str(model), "--id", "mean_colour", "--input-size", "16", "16",
+                       "--scale", "1", "--mean", "0", "0", "0", "--std", "1", "1", "1")
+    assert rc == 0, err
+    assert out["feature_dim"] == 3 and out["available"]
+    root = tmp_path / "images"
+    root.mkdir()
+    Image.new("RGB", (30, 20), (200, 10, 50)).save(root / "red.png")
+    Image.new("RGB", (30, 20), (0, 0, 255)).save(root / "blue.jpg", quality=100)
+    ingest(tmp_path / "log", root)
+    rc, out, err = cli("embed", str(tmp_path / "log"), "--network", "mean_colour")
+    assert rc == 0 and out["extracted"] == 2, err
+    ids, X = load_features(tmp_path / "log", "mean_colour")
+    with Store(tmp_path / "log") as store:
+        by_path = {store.image_by_id(i)["path"]: x for i, x in zip(ids, X)}
+    np.testing.assert_allclose(by_path["red.png"], [200, 10, 50], atol=0.5)  # the model's real output
+    assert np.abs(by_path["blue.jpg"] - [0, 0, 255]).max() < 3
+    model.unlink()
+    rc, out, _ = cli("networks")
+    gone = next(n for n in out["networks"] if n["id"] == "mean_colour")
+    assert not gone["available"] and "pool.onnx" in gone["message"]
+    rc, out, _ = cli("unregister-network", "mean_colour")
+    assert rc == 0
+    rc, out, _ = cli("networks")
+    assert "mean_colour" not in {n["id"] for n in out["networks"]}
