@@ -56,6 +56,10 @@ def bare_engine_rate(backbone, batch_size, n):
 
 
 def keras_predict_rate(app_name, batch_size, n):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:  # Keras 3 also runs on the installed torch
+        os.environ.setdefault("KERAS_BACKEND", "torch")
     try:
         import keras
     except ImportError:

@@ -122,7 +122,7 @@ def _extract(backbone, key, root, todo, cache, batch_size, progress, should_stop
     result["engine"] = getattr(engine, "kind", type(engine).__name__)
     prep = backbone.preprocess
     h, w = prep.size
-    draft = (w * 2, h * 2)  # JPEG may decode at a reduced scale, but never below twice the input size
+    draft = (w, h)  # JPEG may decode at a reduced DCT scale, never below the input size
 
     def decode(item):
         sha, rel = item
@@ -137,11 +137,16 @@ def _extract(backbone, key, root, todo, cache, batch_size, progress, should_stop
     stop = threading.Event()
 
     def produce():
+        # Decoding, resizing and normalising all happen here, off the inference thread.
         with ThreadPoolExecutor(max_workers=decode_threads) as pool:
             for start in range(0, len(todo), batch_size):
                 if stop.is_set():
                     break
-                batches.put(list(pool.map(decode, todo[start:start + batch_size])))
+                decoded = list(pool.map(decode, todo[start:start + batch_size]))
+                good = [(sha, px) for sha, px, err in decoded if err is None]
+                failed = [(sha, err) for sha, px, err in decoded if err is not None]
+                tensor = prep.normalise(np.stack([px for _, px in good])) if good else None
+                batches.put(([sha for sha, _ in good], tensor, failed))
         batches.put(None)
 
     producer = threading.Thread(target=produce, name="nipgboard-decode", daemon=True)
@@ -153,18 +158,17 @@ def _extract(backbone, key, root, todo, cache, batch_size, progress, should_stop
             batch = batches.get()
             if batch is None:
                 break
-            good = [(sha, px) for sha, px, err in batch if err is None]
-            failed = [(sha, err) for sha, px, err in batch if err is not None]
-            feats = engine.run(prep.normalise(np.stack([px for _, px in good]))) if good else []
+            good, tensor, failed = batch
+            feats = engine.run(tensor) if good else []
             with cache:
                 cache.execute("BEGIN")
                 cache.executemany(
                     "INSERT OR REPLACE INTO features(key, sha256, vec) VALUES(?,?,?)",
-                    [(key, sha, np.asarray(f, dtype="<f4").tobytes()) for (sha, _), f in zip(good, feats)],
+                    [(key, sha, np.asarray(f, dtype="<f4").tobytes()) for sha, f in zip(good, feats)],
                 )
                 cache.executemany("INSERT OR REPLACE INTO failures(key, sha256, reason) VALUES(?,?,?)",
                                   [(key, sha, err) for sha, err in failed])
-            done += len(batch)
+            done += len(good) + len(failed)
             result["extracted"] += len(good)
             result["failed"].extend(err for _, err in failed)
             if progress:
