@@ -20,7 +20,6 @@ the first 5% and 10% of the review queue (ordered by doubt).
 Prints a table (and writes it as JSON under ``bench/out/``).
 """
 import argparse
-import gzip
 import json
 import sys
 import time
@@ -31,29 +30,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from demo import fashion_mnist  # noqa: E402
 from nipgboard_plugin import graph, projection, review  # noqa: E402
 from nipgboard_plugin.evaluate import classification_metrics  # noqa: E402
 from nipgboard_plugin.predict import predict_arrays  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
 NETWORKS = ("efficientnet_lite0", "mobilenet_v2")
 
 
-def _idx(path):
-    with gzip.open(path, "rb") as fh:
-        data = fh.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
 def load_fashion(limit, seed=0):
-    if not FASHION.is_dir():
-        raise SystemExit("Fashion-MNIST missing: apt-get install dataset-fashion-mnist")
-    X = np.concatenate([_idx(FASHION / "train-images-idx3-ubyte.gz"), _idx(FASHION / "t10k-images-idx3-ubyte.gz")])
-    y = np.concatenate([_idx(FASHION / "train-labels-idx1-ubyte.gz"), _idx(FASHION / "t10k-labels-idx1-ubyte.gz")])
+    X, y = fashion_mnist.load()
     if limit and limit < len(X):
         idx = np.sort(np.random.default_rng(seed).choice(len(X), limit, replace=False))
         X, y = X[idx], y[idx]

@@ -118,19 +118,14 @@ def metrics_report(logdir, networks=None, positive=None):
             if meta.get("stale"):
                 notes.append(f"{net}: labels changed since `nipgboard predict`; run it again for current figures")
             sources.append((meta["method"], arrays, meta["classes"]))
-        if results.has_result(logdir, net, "clusters"):
-            try:
-                carr, cmeta = graph.load_clusters(logdir, net)
-            except UserError as exc:
-                notes.append(str(exc))
-                carr = None
-            if carr is not None:
-                if sources and sources[0][0] == "cluster":
-                    sources = []
-                sources.append(("cluster", carr, cmeta["classes"]))
-                parr, _ = results.load_result(logdir, net, "projection")
-                prow = results.align(parr["image_ids"], carr["image_ids"])
-                silhouettes[net] = silhouette(parr["coords"][prow], carr["cluster"])
+        carr, cmeta = graph.load_clusters_if_current(logdir, net, notes)
+        if carr is not None:
+            if sources and sources[0][0] == "cluster":
+                sources = []
+            sources.append(("cluster", carr, cmeta["classes"]))
+            parr, _ = results.load_result(logdir, net, "projection")
+            prow = results.align(parr["image_ids"], carr["image_ids"])
+            silhouettes[net] = silhouette(parr["coords"][prow], carr["cluster"])
         if not sources:
             if not results.has_result(logdir, net, "projection"):
                 raise UserError(f"No results for network {net!r} in {logdir}: run "

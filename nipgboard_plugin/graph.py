@@ -467,3 +467,17 @@ def load_clusters(logdir, network_id, check_projection=True):
             raise UserError(f"The clusters of {network_id!r} were made from an older projection: run "
                             f"`nipgboard cluster {logdir} --network {network_id}` again.")
     return arrays, meta
+
+
+def load_clusters_if_current(logdir, network_id, notes):
+    """(arrays, meta) of the stored clusters, or (None, None) with the reason appended to ``notes``
+    when there are none or they were made from an older projection."""
+    from . import results
+
+    if not results.has_result(logdir, network_id, "clusters"):
+        return None, None
+    try:
+        return load_clusters(logdir, network_id)
+    except UserError as exc:
+        notes.append(str(exc))
+        return None, None

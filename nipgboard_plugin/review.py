@@ -82,22 +82,17 @@ def _network_predictions(logdir, networks, image_ids):
         p[:, [col[c] for c in meta["classes"]]] = arrays["proba"][rows]
         probas.append(p)
         cp = None
-        if results.has_result(logdir, net, "clusters"):
-            try:
-                carr, cmeta = graph.load_clusters(logdir, net)
-            except UserError as exc:
-                notes.append(str(exc))
-                carr = None
-            if carr is not None:
-                crow = results.align(carr["image_ids"], image_ids)
-                ok = crow >= 0
-                codes = np.full(len(image_ids), -1, dtype=np.int64)
-                src = carr["pred"][crow[ok]]
-                codes[ok] = [col.get(cmeta["classes"][c], -1) if c >= 0 else -1 for c in src]
-                cp = codes
-                cl = np.full(len(image_ids), -1, dtype=np.int64)
-                cl[ok] = carr["cluster"][crow[ok]]
-                clusters[net] = cl
+        carr, cmeta = graph.load_clusters_if_current(logdir, net, notes)
+        if carr is not None:
+            crow = results.align(carr["image_ids"], image_ids)
+            ok = crow >= 0
+            codes = np.full(len(image_ids), -1, dtype=np.int64)
+            src = carr["pred"][crow[ok]]
+            codes[ok] = [col.get(cmeta["classes"][c], -1) if c >= 0 else -1 for c in src]
+            cp = codes
+            cl = np.full(len(image_ids), -1, dtype=np.int64)
+            cl[ok] = carr["cluster"][crow[ok]]
+            clusters[net] = cl
         cluster_preds.append(cp)
     return classes, probas, cluster_preds, clusters, notes
 

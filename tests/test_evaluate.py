@@ -5,7 +5,7 @@ import pytest
 from nipgboard_plugin import evaluate, graph, predict, projection
 from nipgboard_plugin.errors import UserError
 from nipgboard_plugin.store import Store
-from pipeline_fixtures import copy_dataset, faces  # noqa: F401
+from pipeline_fixtures import copy_dataset
 
 
 def test_binary_metrics_by_hand():

@@ -1,7 +1,6 @@
 """`nipgboard embed`: real offline networks, the cache, resuming after Ctrl-C and kill -9;
 near duplicates, similar and rare images from the features."""
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from images import shape_image, write_shapes
+from images import write_shapes
 from nipgboard_plugin import paths
 from nipgboard_plugin.dataset import ingest
 from nipgboard_plugin.features import FeaturesMissing, embed, load_features

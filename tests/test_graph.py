@@ -7,7 +7,7 @@ from scipy.spatial.distance import pdist, squareform
 
 from nipgboard_plugin import graph, projection, results
 from nipgboard_plugin.errors import UserError
-from pipeline_fixtures import copy_dataset, faces  # noqa: F401
+from pipeline_fixtures import copy_dataset
 
 
 @pytest.mark.parametrize("dims", [2, 3, 5])

@@ -8,7 +8,7 @@ import pytest
 
 from nipgboard_plugin import cli, results
 from nipgboard_plugin.store import Store
-from pipeline_fixtures import copy_dataset, faces  # noqa: F401
+from pipeline_fixtures import copy_dataset
 
 NETS = ("efficientnet_lite0", "mobilenet_v2")
 FAST = ["--n-epochs", "60", "--n-neighbors", "10"]

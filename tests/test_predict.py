@@ -6,7 +6,7 @@ from nipgboard_plugin import predict, results
 from nipgboard_plugin.errors import UserError
 from nipgboard_plugin.features import load_features
 from nipgboard_plugin.store import Store
-from pipeline_fixtures import copy_dataset, digits, faces  # noqa: F401
+from pipeline_fixtures import copy_dataset
 
 
 def _setup(ds, net):

@@ -5,7 +5,7 @@ import pytest
 from nipgboard_plugin import projection, results
 from nipgboard_plugin.errors import UserError
 from nipgboard_plugin.features import load_features
-from pipeline_fixtures import copy_dataset, digits, faces  # noqa: F401
+from pipeline_fixtures import copy_dataset
 
 FAST = dict(n_epochs=60, n_neighbors=10)
 
