@@ -59,7 +59,8 @@ def digits(tmp_path_factory):
     return _BUILT["digits"]
 
 
-def _faces(tmp_path_factory):
+def _faces(tmp_path_factory, **build_options):
+    """lfw_subset's 100 faces and 100 non-faces, 30 of each labelled."""
     from skimage.data import lfw_subset
 
     X = (lfw_subset() * 255).round().astype(np.uint8)
@@ -68,7 +69,7 @@ def _faces(tmp_path_factory):
     mask = np.zeros(200, bool)
     mask[rng.choice(100, 30, replace=False)] = True
     mask[100 + rng.choice(100, 30, replace=False)] = True
-    return _build(tmp_path_factory.mktemp("faces"), X, labels, mask)
+    return _build(tmp_path_factory.mktemp("faces"), X, labels, mask, **build_options)
 
 
 def _digits(tmp_path_factory):

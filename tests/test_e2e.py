@@ -10,10 +10,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from pipeline_fixtures import _build
+from pipeline_fixtures import _faces
 from plugin_server import TensorBoardServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,18 +42,8 @@ def require_browser():
 
 @pytest.fixture(scope="module")
 def faces_run(tmp_path_factory):
-    """lfw_subset's 100 faces and 100 non-faces, 60 labelled, ingested but not embedded yet."""
-    from skimage.data import lfw_subset
-
-    X = (lfw_subset() * 255).round().astype(np.uint8)
-    labels = ["face"] * 100 + ["nonface"] * 100
-    rng = np.random.default_rng(0)
-    mask = np.zeros(200, bool)
-    mask[rng.choice(100, 30, replace=False)] = True
-    mask[100 + rng.choice(100, 30, replace=False)] = True
-    root = tmp_path_factory.mktemp("e2e")
-    built = _build(root, X, labels, mask, networks=())
-    return built["logdir"]
+    """lfw_subset's faces and non-faces, 60 labelled, ingested but not embedded yet."""
+    return _faces(tmp_path_factory, networks=())["logdir"]
 
 
 def test_panel_end_to_end(faces_run, nipgboard_home, tmp_path):
