@@ -186,20 +186,6 @@ def _extract(backbone, key, root, todo, cache, batch_size, progress, should_stop
         producer.join()
 
 
-def cached_count(logdir, network_id) -> int:
-    """How many of the dataset's images have features for this network."""
-    backbone = backbones.get(network_id)
-    cache = open_cache(logdir)
-    try:
-        cache.execute("ATTACH DATABASE ? AS ds", (str(paths.db_path(logdir)),))
-        return cache.execute(
-            "SELECT COUNT(*) FROM ds.images i JOIN features f ON f.sha256 = i.sha256 AND f.key = ?",
-            (backbone.cache_key(),),
-        ).fetchone()[0]
-    finally:
-        cache.close()
-
-
 def load_features(logdir, network_id):
     """(image_ids int64 (n,), X float32 (n, d)) for every image of the dataset, in id order.
 
