@@ -1,7 +1,8 @@
 """The panel end to end: real TensorBoard, real images, headless Chromium driven by Playwright.
 
 The browser script is ``frontend/e2e/flow.mjs`` (open the tab, click a network, watch its progress,
-check the canvas shows points, colour by cluster, review queue, keyboard labelling, undo, reload).
+check the canvas shows points coloured by prediction, colour by cluster, similar images, near
+duplicates, review queue, keyboard labelling, undo, a failed job's error, reload, the 2-D view).
 Screenshots land in ``test-artifacts/e2e/``. Needs what ``scripts/setup.sh`` installs: the frontend
 bundle and its npm packages (``scripts/build-frontend.sh``) and Debian's ``chromium``.
 """
@@ -62,7 +63,7 @@ def test_panel_end_to_end(faces_run, nipgboard_home, tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:] + "\n--- tensorboard log ---\n" + \
         (tmp_path / "tensorboard.log").read_text()[-4000:]
     assert "PASS" in proc.stdout
-    assert (artifacts / "03-points-label.png").is_file()
+    assert (artifacts / "03-points-predicted.png").is_file()
 
 
 def test_panel_onboarding_adds_a_folder(nipgboard_home, tmp_path):

@@ -1,6 +1,7 @@
 // End-to-end flow in headless Chromium against a running TensorBoard with the NIPGBoard plugin:
-// open the tab, click a network, watch the progress finish, see points drawn, colour by cluster,
-// open the review queue, label an image by keyboard, undo another label, reload, see the label kept.
+// open the tab, click a network, watch the progress finish, see points drawn coloured by prediction,
+// colour by cluster, similar images and near duplicates, open the review queue, label an image by
+// keyboard, undo another label, see a failed job's error, reload, see the label kept, switch to 2-D.
 //   TB_URL=http://127.0.0.1:6006 RUN=faces NETWORK=efficientnet_lite0 ARTIFACTS=test-artifacts node e2e/flow.mjs
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
@@ -33,13 +34,26 @@ async function pluginFrame() {
   throw new Error('the NIPGBoard iframe did not load');
 }
 const shot = async (name) => { await page.screenshot({ path: path.join(OUT, name) }); log('screenshot', name); };
+// The canvas shrunk to 64 x 64 RGBA, to compare two renderings.
+const canvasPixels = (frame) => frame.evaluate(() => {
+  const v = window.nipgboard.view, c = document.createElement('canvas');
+  c.width = c.height = 64;
+  v.renderNow();
+  const g = c.getContext('2d');
+  g.drawImage(v.canvas, 0, 0, 64, 64);
+  return Array.from(g.getImageData(0, 0, 64, 64).data);
+});
+const thumbnailsShown = (frame, timeout = 60000) =>
+  frame.waitForFunction(() => /thumbnails$/.test(document.querySelector('.status').textContent), null, { timeout });
+// A GET of the plugin's routes from inside the panel's page (same relative URLs as the panel).
+const api = (frame, route) => frame.evaluate(async (r) => (await fetch(r)).json(), route);
 
 try {
   const t0 = Date.now();
   await page.goto(`${TB}/#nipgboard`, { waitUntil: 'domcontentloaded' });
   let frame = await pluginFrame();
   log('tab open after', Date.now() - t0, 'ms');
-  const card = frame.locator(`.net[data-network="${NETWORK}"]`);
+  let card = frame.locator(`.net[data-network="${NETWORK}"]`);
   await card.waitFor({ timeout: 60000 });
   await shot('01-opened.png');
 
@@ -61,10 +75,20 @@ try {
   const n = await frame.evaluate(() => window.nipgboard.view.n);
   check(n > 0, `points loaded (${n})`);
   // Thumbnails replace the dots once the atlases are loaded.
-  await frame.waitForFunction(() => /thumbnails$/.test(document.querySelector('.status').textContent), null, { timeout: 120000 });
+  await thumbnailsShown(frame, 120000);
   const share = await frame.evaluate(() => window.nipgboard.view.nonBackgroundShare());
   check(share > 0.005, `canvas shows points (${(share * 100).toFixed(1)}% of pixels differ from the background)`);
-  await shot('03-points-label.png');
+  // With predictions the first colouring is the predicted label, so every point has a class colour.
+  const initial = await frame.evaluate(() => {
+    const a = window.nipgboard;
+    return { overlay: a.overlay, select: document.querySelector('#nb-overlay').value, cats: [...new Set(a.categories)],
+      classes: a.classes(), predicted: a.meta.predicted ? a.meta.predicted.filter((p) => p != null).length : 0 };
+  });
+  check(initial.predicted === n, `metadata has a prediction for every image (${initial.predicted}/${n})`);
+  check(initial.overlay === 'predicted' && initial.select === 'predicted', `initial colouring is the predicted label (${initial.overlay}, select ${initial.select})`);
+  check(initial.cats.length >= 2 && initial.cats.every((c) => initial.classes.includes(c)),
+    `points are coloured by class only: ${initial.cats.join(', ')}`);
+  await shot('03-points-predicted.png');
 
   // Colour by cluster: the legend lists clusters.
   await frame.locator('#nb-overlay').selectOption('cluster');
@@ -101,6 +125,55 @@ try {
   await frame.locator('tr[data-cluster]').first().waitFor({ timeout: 30000 });
   check(await frame.locator('tr[data-cluster]').count() >= 1, 'clusters table shown');
 
+  // Similar tab: click a point, see its nearest images as thumbnails served for real ids.
+  await page.mouse.click(box.x + pos[0], box.y + pos[1]);
+  const picked = await frame.evaluate(() => { const a = window.nipgboard; return a.current >= 0 ? a.meta.ids[a.current] : -1; });
+  check(picked >= 0, `clicking a point selects image #${picked}`);
+  await frame.locator('button[data-tab=similar]').click();
+  const simImgs = frame.locator('#nb-pane .grid img');
+  await simImgs.first().waitFor({ timeout: 30000 });
+  await frame.waitForFunction(() => [...document.querySelectorAll('#nb-pane .grid img')].every((i) => i.complete));
+  const sim = await frame.evaluate(() => {
+    const a = window.nipgboard;
+    return { head: document.querySelector('#nb-pane .muted').textContent,
+      items: [...document.querySelectorAll('#nb-pane .grid img')].map((i) => {
+        const m = /^#(\d+) .* d=([\d.e-]+)$/.exec(i.title);
+        return { id: m ? Number(m[1]) : null, d: m ? Number(m[2]) : NaN, w: i.naturalWidth, known: m ? a.idIndex.has(Number(m[1])) : false };
+      }) };
+  });
+  check(sim.head.includes(`#${picked}`), `similar tab is about #${picked}: ${sim.head}`);
+  check(sim.items.length === Math.min(24, n - 1), `similar tab shows ${sim.items.length} neighbours`);
+  check(sim.items.every((x) => x.known && x.id !== picked && x.w > 0), 'neighbours are other known images with loaded thumbnails');
+  check(sim.items.every((x, k) => x.d >= 0 && (k === 0 || x.d >= sim.items[k - 1].d)), `neighbours come nearest first (d ${sim.items[0].d} … ${sim.items.at(-1).d})`);
+  // Clicking a neighbour makes it the current image and the tab follows it.
+  await simImgs.first().click();
+  await frame.waitForFunction((id) => document.querySelector('#nb-pane .muted')?.textContent.includes(`#${id}`), sim.items[0].id, { timeout: 10000 });
+  check(await frame.evaluate(() => { const a = window.nipgboard; return a.meta.ids[a.current]; }) === sim.items[0].id, `clicking neighbour #${sim.items[0].id} selects it`);
+  await shot('05b-similar.png');
+
+  // Near-duplicates tab: what the panel lists is what the server finds, at the paper's 0.3 and 0.6.
+  await frame.locator('button[data-tab=duplicates]').click();
+  for (const threshold of ['0.3', '0.6']) {
+    if (threshold !== '0.3') {
+      await frame.locator('#nb-pane input[type=number]').fill(threshold);
+      await frame.locator('#nb-pane button', { hasText: 'Find' }).click();
+    }
+    const want = await api(frame, `duplicates?run=${await frame.evaluate(() => window.nipgboard.run)}&network=${NETWORK}&threshold=${threshold}`);
+    const text = want.groups.length ? `${want.groups.length} group${want.groups.length > 1 ? 's' : ''} at distance ≤ ${want.threshold}` : `No near duplicates at distance ≤ ${want.threshold}.`;
+    await frame.waitForFunction((t) => document.querySelector('#nb-pane .muted')?.textContent === t, text, { timeout: 30000 });
+    const shown = await frame.locator('#nb-pane .group').count();
+    check(shown === Math.min(want.groups.length, 100), `near duplicates at ${threshold}: the panel says "${text}" and lists ${shown} groups`);
+    if (want.groups.length) {
+      const g = want.groups[0];
+      const titles = await frame.locator('#nb-pane .group').first().locator('img').evaluateAll((els) => els.map((e) => e.title));
+      check(titles.join() === g.slice(0, 12).map((id) => `#${id}`).join(), `the first group shows its images ${titles.join(' ')}`);
+      await frame.locator('#nb-pane .group').first().locator('button').click();
+      check(await frame.evaluate(() => window.nipgboard.selection.size) === g.length, `"Select ${g.length}" selects the group`);
+    }
+  }
+  await shot('05c-duplicates.png');
+  await frame.locator('button', { hasText: 'Clear selection' }).click();
+
   // Review queue: label the first image by keyboard (accept the suggestion).
   await frame.locator('button[data-tab=review]').click();
   await frame.locator('.item').first().waitFor({ timeout: 60000 });
@@ -125,17 +198,84 @@ try {
   log('undo restored #' + secondId);
   await shot('06-review-labelled.png');
 
-  // Reload: the label is kept (and the undone one stays removed).
+  // A job that fails for a real reason (projecting a network whose features were never extracted),
+  // started through the panel's own POST route as a script would: after a reload its card says why.
+  let failure = null;
+  if (process.env.NETWORK2) {
+    failure = await frame.evaluate(async (net) => {
+      const a = window.nipgboard;
+      const post = await fetch('start_job', { method: 'POST', headers: { 'Content-Type': 'application/json', 'X-NIPGBoard': '1' },
+        body: JSON.stringify({ run: a.run, kind: 'project', params: { network: net, method: 'pca' } }) });
+      let j = await post.json();
+      for (let t = 0; t < 300 && (j.state === 'queued' || j.state === 'running'); t++) {
+        await new Promise((r) => setTimeout(r, 100));
+        j = await (await fetch(`job?run=${encodeURIComponent(a.run)}&id=${j.id}`)).json();
+      }
+      return { status: post.status, state: j.state, error: j.error };
+    }, process.env.NETWORK2);
+    check(failure.status === 202 && failure.state === 'failed' && /features/.test(failure.error),
+      `project job on ${process.env.NETWORK2} without features failed: ${failure.error}`);
+  }
+
+  // Reload: the label is kept (and the undone one stays removed), and so is the colouring picked this session.
   await page.reload({ waitUntil: 'domcontentloaded' });
   frame = await pluginFrame();
   await frame.waitForFunction(() => { const a = window.nipgboard; return a.meta && a.view.n > 0; }, null, { timeout: 60000 });
+  card = frame.locator(`.net[data-network="${NETWORK}"]`);
   const after = await frame.evaluate(([a1, a2]) => { const a = window.nipgboard; return [a.meta.label[a.idIndex.get(a1)], a.meta.label[a.idIndex.get(a2)]]; }, [firstId, secondId]);
   check(after[0] === expected, `after reload #${firstId} is still labelled ${expected}`);
   check(after[1] == null, `after reload the undone label of #${secondId} stays removed`);
-  await frame.waitForFunction(() => /thumbnails$/.test(document.querySelector('.status').textContent), null, { timeout: 60000 }).catch(() => {});
-  await frame.locator('#nb-overlay').selectOption('label');
-  await page.waitForTimeout(300);
+  check(await frame.evaluate(() => window.nipgboard.overlay) === 'cluster', 'after reload the colouring picked before (cluster) is kept');
+  if (failure) {
+    const why = frame.locator(`.net[data-network="${process.env.NETWORK2}"] .why.err`);
+    await why.waitFor({ timeout: 10000 });
+    const said = await why.textContent();
+    check(said === `project failed: ${failure.error}`, `the ${process.env.NETWORK2} card shows the failure: ${said}`);
+  }
+  await thumbnailsShown(frame).catch(() => {});
   await shot('07-after-reload.png');
+
+  // A run the server refuses (a neighbour count UMAP cannot use): the card says why, until the next run.
+  await frame.locator('select[name=method]').selectOption('umap');
+  await frame.locator('input[name=n_neighbors]').fill('1');
+  await frame.locator('input[name=n_neighbors]').dispatchEvent('change');
+  const before = errors.length;
+  await card.locator('button').first().click();
+  const refused = await card.locator('.why.err').textContent({ timeout: 60000 });
+  // The browser logs the refused request (400); that one is expected.
+  errors.push(...errors.splice(before).filter((e) => !/Failed to load resource.* 400 /.test(e)));
+  check(/n_neighbors/.test(refused) && /between 2 and 200/.test(refused), `the ${NETWORK} card shows why its run failed: ${refused}`);
+  await frame.locator('select[name=method]').selectOption(METHOD);
+  await frame.locator('input[name=n_neighbors]').fill('15');
+  await frame.locator('input[name=n_neighbors]').dispatchEvent('change');
+
+  // 2-D view: pick it in the options, click the network again; the points are redrawn flat.
+  const before3d = await canvasPixels(frame);
+  await frame.locator('select[name=dims]').selectOption('2');
+  await card.locator('button').first().click();
+  await frame.waitForFunction((net) => {
+    const a = window.nipgboard, c = document.querySelector(`.net[data-network="${net}"]`);
+    return a.network === net && a.view.dims === 2 && c && !c.querySelector('.bar');
+  }, NETWORK, { timeout: 300000, polling: 300 });
+  check(await card.locator('.why.err').count() === 0, 'the 2-D run finished without an error');
+  await thumbnailsShown(frame);
+  const flat = await frame.evaluate(() => {
+    const v = window.nipgboard.view;
+    let z = 0;
+    for (let i = 0; i < v.n; i++) z = Math.max(z, Math.abs(v.positions[i * 3 + 2]));
+    return { z, rotate: v.controls.enableRotate, status: document.querySelector('.status').textContent, overlay: window.nipgboard.overlay };
+  });
+  check(flat.z === 0 && !flat.rotate && /· 2-D ·/.test(flat.status), `the view is 2-D (max |z| ${flat.z}, rotation ${flat.rotate ? 'on' : 'off'}, "${flat.status}")`);
+  check(flat.overlay === 'cluster', 'the colouring picked before is kept when the view reloads');
+  const after2d = await canvasPixels(frame);
+  let changed = 0;
+  for (let i = 0; i < after2d.length; i += 4) {
+    if (Math.abs(after2d[i] - before3d[i]) + Math.abs(after2d[i + 1] - before3d[i + 1]) + Math.abs(after2d[i + 2] - before3d[i + 2]) > 30) changed++;
+  }
+  check(changed / (after2d.length / 4) > 0.05, `the canvas was redrawn (${(100 * changed / (after2d.length / 4)).toFixed(0)}% of it changed)`);
+  const share2d = await frame.evaluate(() => window.nipgboard.view.nonBackgroundShare());
+  check(share2d > 0.005, `the 2-D canvas shows points (${(share2d * 100).toFixed(1)}%)`);
+  await shot('07b-2d.png');
   // A second network: where the two disagree the review queue flags the images.
   if (process.env.NETWORK2) {
     const card2 = frame.locator(`.net[data-network="${process.env.NETWORK2}"]`);

@@ -4,6 +4,8 @@ import { CSS as STYLE } from './style';
 import { Atlas, PointView, Tool } from './view';
 
 type Overlay = 'label' | 'predicted' | 'cluster' | 'split' | 'disagreement';
+const OVERLAYS: [Overlay, string][] = [['label', 'Colour: expert label'], ['predicted', 'Colour: predicted label'],
+  ['cluster', 'Colour: cluster'], ['split', 'Colour: split'], ['disagreement', 'Colour: disagreement']];
 
 interface Meta {
   count: number; ids: number[]; paths: string[]; split: string[]; label: (string | null)[];
@@ -61,6 +63,8 @@ class App {
   meta: Meta | null = null;
   idIndex = new Map<number, number>();
   overlay: Overlay = 'label';
+  // What the user picked in the colour select; kept for the browser session, over any default.
+  chosenOverlay = OVERLAYS.find(([o]) => o === sessionStorage.getItem('nipgboard.overlay'))?.[0] ?? null;
   categories: string[] = [];      // per point, the overlay category
   selection = new Set<number>();  // point indices
   current = -1;                   // point index the keyboard acts on
@@ -70,11 +74,14 @@ class App {
   clusters: any = null;
   undo: { run: string; assignments: [number, string | null][] }[] = [];
   running = new Map<string, { job: Job | null; stage: string; cancel: boolean }>();
+  // Why a network's last run failed, by network id (apart from `networks`, which is re-fetched mid-run).
+  failures = new Map<string, string>();
   tab: 'review' | 'clusters' | 'similar' | 'duplicates' = 'review';
   search = '';
   opts = { method: 'umap', dims: 3, mode: 'supervised', n_neighbors: 15, min_dist: 0.1, graph: 'mst', resolution: 1.0,
     ...JSON.parse(localStorage.getItem('nipgboard.options') || '{}') };
   tip = h('div', { class: 'tip', style: 'display:none' });
+  toasts = h('div', { class: 'toasts' });  // stacked, so that two at once stay readable
   statusEl = h('div', { class: 'status' });
   legendEl = h('div', { class: 'legend', style: 'display:none' });
   msgEl = h('div', { class: 'centre-msg' });
@@ -84,7 +91,7 @@ class App {
 
   constructor() {
     document.head.append(h('style', {}, STYLE));
-    document.body.append(this.root, this.tip);
+    document.body.append(this.root, this.tip, this.toasts);
     this.root.append(this.left, this.centre, this.right);
     this.view = new PointView(this.centre);
     this.centre.append(this.toolbar, this.legendEl, this.statusEl, this.msgEl);
@@ -100,7 +107,7 @@ class App {
   status(text: string) { this.statusEl.textContent = text; this.statusEl.style.display = text ? '' : 'none'; }
   toast(text: string, ms = 2500) {
     const t = h('div', { class: 'toast', text });
-    document.body.append(t);
+    this.toasts.append(t);
     setTimeout(() => t.remove(), ms);
   }
   message(node: Node | null) {
@@ -153,16 +160,23 @@ class App {
 
   async loadRun() {
     localStorage.setItem('nipgboard.run', this.run);
+    this.failures.clear();
     const [summary, nets] = await Promise.all([getJSON('summary', { run: this.run }), getJSON('networks', { run: this.run })]);
     this.summary = summary;
     this.networks = nets.networks || [];
     this.renderLeft();
     this.renderRight();
-    // Jobs still running from before a reload: follow them.
+    // A network's latest job, started before a reload or by a script: follow it while it runs, show
+    // why it failed otherwise (newest first, so the first job seen per network is its latest).
     try {
-      const jobs = await getJSON('jobs', { run: this.run, active: true });
-      for (const j of jobs.jobs || []) if (j.params && j.params.network && !this.running.has(j.params.network)) {
-        this.runPipeline(j.params.network, j);
+      const jobs = await getJSON('jobs', { run: this.run, limit: 100 });
+      const seen = new Set<string>();
+      for (const j of jobs.jobs || []) {
+        const net = j.params && j.params.network;
+        if (!net || seen.has(net) || !PIPELINE.concat('search').includes(j.kind)) continue;
+        seen.add(net);
+        if ((j.state === 'queued' || j.state === 'running') && !this.running.has(net)) this.runPipeline(net, j);
+        else if (j.state === 'failed' && !this.running.has(net)) { this.failures.set(net, `${j.kind} failed: ${j.error || j.message || j.state}`); this.updateCard(net); }
       }
     } catch { /* no jobs */ }
     const withProjection = this.networks.filter((n) => n.available !== false);
@@ -223,8 +237,8 @@ class App {
       card.append(h('div', { class: 'bar' }, h('div', { style: `width:${Math.round(frac * 100)}%` })));
       card.append(h('div', { class: 'row' }, h('span', { class: 'prog', text: j ? this.describeJob(j) : `${run.stage}: queued` }),
         h('button', { text: 'Cancel', onClick: () => { run.cancel = true; if (run.job) cancelJob(this.run, run.job.id).catch(() => {}); } })));
-    } else if ((n as any)._error) {
-      card.append(h('div', { class: 'why err', text: (n as any)._error }));
+    } else if (this.failures.has(id)) {
+      card.append(h('div', { class: 'why err', text: this.failures.get(id)! }));
     }
     return card;
   }
@@ -305,8 +319,7 @@ class App {
   /** One click: embed, project, cluster, predict (each skipped quickly by the backend's caches), then show. */
   async runPipeline(network: string, resume: Job | null = null, search = false) {
     if (this.running.has(network)) return;
-    const n = this.networks.find((x) => x.id === network);
-    if (n) delete n._error;
+    this.failures.delete(network);
     const state = { job: null as Job | null, stage: 'embed', cancel: false };
     this.running.set(network, state);
     this.updateCard(network);
@@ -337,7 +350,7 @@ class App {
       failed = e.message;
     }
     this.running.delete(network);
-    if (n && failed) n._error = failed;
+    if (failed) this.failures.set(network, failed);
     this.updateCard(network);
     if (failed) { this.toast(`${network}: ${failed}`, 5000); return; }
     this.toast(`${network}: done`);
@@ -379,7 +392,7 @@ class App {
     this.message(null);
     this.view.thumbs = count <= THUMB_LIMIT;
     this.view.setPoints(pos, dims, []);
-    this.applyOverlay();
+    this.setOverlay(this.chosenOverlay ?? this.defaultOverlay(meta));
     this.view.renderNow();
     this.firstPictureMs = performance.now() - t0;
     this.status(`${count} images · ${network} · ${dims}-D${this.view.thumbs ? ' · loading thumbnails…' : ' · dots'}`);
@@ -433,8 +446,12 @@ class App {
       text: label, title, class: t === 'orbit' ? 'on' : '', 'data-tool': t,
       onClick: () => { this.view.tool = t; toolBtns.forEach((b) => b.classList.toggle('on', b.dataset.tool === t)); },
     }));
-    const overlay = h('select', { id: 'nb-overlay', title: 'Colour by', onChange: (e: any) => this.setOverlay(e.target.value) }) as HTMLSelectElement;
-    for (const [v, t] of [['label', 'Colour: expert label'], ['predicted', 'Colour: predicted label'], ['cluster', 'Colour: cluster'], ['split', 'Colour: split'], ['disagreement', 'Colour: disagreement']]) overlay.append(h('option', { value: v, text: t }));
+    const overlay = h('select', { id: 'nb-overlay', title: 'Colour by', onChange: (e: any) => {
+      this.chosenOverlay = e.target.value;
+      sessionStorage.setItem('nipgboard.overlay', e.target.value);
+      this.setOverlay(e.target.value);
+    } }) as HTMLSelectElement;
+    for (const [v, t] of OVERLAYS) overlay.append(h('option', { value: v, text: t }));
     const search = h('input', { type: 'search', placeholder: 'Search path or label…', id: 'nb-search' }) as HTMLInputElement;
     search.addEventListener('input', () => { this.search = search.value.trim().toLowerCase(); this.applyFlags(); });
     search.addEventListener('keydown', (e) => {
@@ -460,6 +477,13 @@ class App {
     this.overlay = o;
     (this.toolbar.querySelector('#nb-overlay') as HTMLSelectElement).value = o;
     this.applyOverlay();
+  }
+
+  /** The most informative colouring a network's results allow: with few expert labels most points would be grey. */
+  defaultOverlay(m: Meta): Overlay {
+    if (m.predicted?.some((p) => p != null)) return 'predicted';
+    if (m.cluster?.some((c) => c != null)) return 'cluster';
+    return 'label';
   }
 
   category(i: number): string {
@@ -751,7 +775,8 @@ class App {
         out.replaceChildren(h('p', { class: 'muted', text: 'Searching…' }));
         try {
           const d = await getJSON('duplicates', { run, network, threshold: th.value });
-          out.replaceChildren(h('div', { class: 'muted', text: `${d.groups.length} groups` }), ...d.groups.slice(0, 100).map((g: number[]) => h('div', { class: 'group' },
+          const none = `No near duplicates at distance ≤ ${d.threshold}.`;
+          out.replaceChildren(h('div', { class: 'muted', text: d.groups.length ? `${d.groups.length} group${d.groups.length > 1 ? 's' : ''} at distance ≤ ${d.threshold}` : none }), ...d.groups.slice(0, 100).map((g: number[]) => h('div', { class: 'group' },
             h('div', { class: 'grid' }, ...g.slice(0, 12).map((id) => h('img', { src: url('thumbnail', { run, id, size: 64 }), title: `#${id}`, onClick: () => { const i = this.idIndex.get(id); if (i !== undefined) this.setCurrent(i, true); } }))),
             h('button', { text: `Select ${g.length}`, onClick: () => this.select(g.map((id) => this.idIndex.get(id)!).filter((i) => i !== undefined), false) }))));
         } catch (e: any) { out.replaceChildren(h('p', { class: 'muted', text: e.message })); }

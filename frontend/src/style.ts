@@ -62,7 +62,8 @@ table.t tr.cur { background: #ffe0b2; }
 .grid { display: flex; flex-wrap: wrap; gap: 4px; }
 .grid img { width: 56px; height: 56px; object-fit: contain; background: #eee; cursor: pointer; image-rendering: pixelated; }
 .group { border-bottom: 1px solid #eee; padding: 4px 0; }
-.toast { position: fixed; left: 50%; transform: translateX(-50%); bottom: 16px; background: #323232; color: #fff; padding: 6px 14px; border-radius: 4px; z-index: 20; font-size: 12px; }
+.toasts { position: fixed; left: 50%; transform: translateX(-50%); bottom: 16px; z-index: 20; display: flex; flex-direction: column; align-items: center; gap: 4px; pointer-events: none; }
+.toast { background: #323232; color: #fff; padding: 6px 14px; border-radius: 4px; font-size: 12px; max-width: 60vw; }
 #nb-metrics { overflow-x: auto; }
 .hint { font-size: 11px; color: #777; margin-top: 4px; }
 `;
