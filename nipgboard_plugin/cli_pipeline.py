@@ -288,7 +288,7 @@ def add_commands(sub):
     p.add_argument("--network", required=True)
     p.add_argument("--method", choices=("auto", "cluster", "knn", "logreg", "ensemble", "spread", "all"), default="auto")
     p.add_argument("-k", type=int, default=10, help="neighbours (knn, spread)")
-    p.add_argument("-C", type=float, default=1.0, help="inverse regularisation of the logistic regression")
+    p.add_argument("-C", type=float, default=10.0, help="inverse regularisation of the logistic regression")
     p.add_argument("--no-spread", action="store_true", help="auto: leave label spreading out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-projector", action="store_true")

@@ -694,7 +694,7 @@ def _register_pipeline_kinds():
             projector=True),
         pipeline_kind("predict", "nipgboard_plugin.predict:predict_dataset", dict(
             network=("network", REQ),
-            method=("choice", "auto", ("auto", "cluster", "knn", "logreg", "ensemble", "spread")),
+            method=("choice", "auto", ("auto", "cluster", "knn", "logreg", "ensemble", "spread", "all")),
             k=("int", None, 1, 200), C=("float", None, 1e-4, 1e4), random_state=seed, spread=("bool", None)),
             "a label, confidence and class probabilities for every image from the expert's labels",
             projector=True),

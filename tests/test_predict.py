@@ -36,11 +36,50 @@ def test_default_is_as_good_as_the_better_baseline_on_the_pool(digits, net):
     pool = roles == "pool"
     acc = (proba.argmax(1)[pool] == truth[pool]).mean()
     best_baseline = max((p[pool] == truth[pool]).mean() for p in _baselines(X, y, roles))
-    assert chosen in cv and cv[chosen] == max(cv.values())
+    # the chosen method is the best cross-validated one or a simpler one tied with it within the error
+    assert chosen in cv and cv[chosen] >= max(cv.values()) - 0.05, (chosen, cv)
     # 64 train images, 160 in the pool: cross-validation on so few labels can pick a method a few images
     # worse than the better baseline; bench/quality.py checks the criterion at the paper's label budget.
     assert acc >= best_baseline - 0.035, (acc, best_baseline, chosen, cv)
     assert np.allclose(proba.sum(1), 1.0) and (proba >= 0).all()
+
+
+def test_tiny_train_set_gets_the_simplest_tied_method_and_beats_the_baselines(faces):
+    # a dozen labels, as in the paper's protocol on lfw_subset (8% of 200, 80% of those for training):
+    # every method cross-validates alike, so the choice falls on the simplest, which is the most reliable
+    X, y, roles, truth, classes = _setup(faces, "mobilenet_v2")
+    rng = np.random.default_rng(0)
+    train = np.flatnonzero(roles == "train")
+    keep = np.concatenate([rng.choice(train[y[train] == c], 6, replace=False) for c in (0, 1)])
+    y_small = np.full_like(y, -1)
+    y_small[keep] = y[keep]
+    roles_small = np.where(y_small >= 0, "train", np.where(roles == "test", "test", "pool")).astype(object)
+    proba, chosen, cv = predict.predict_arrays(X, y_small, roles_small, 2)
+    pool = roles_small == "pool"
+    acc = (proba.argmax(1)[pool] == truth[pool]).mean()
+    best_baseline = max((p[pool] == truth[pool]).mean() for p in _baselines(X, y_small, roles_small))
+    assert chosen == "logreg", cv
+    assert acc >= best_baseline, (acc, best_baseline, cv)
+
+
+def test_choice_needs_more_than_noise_to_leave_the_simplest_method():
+    y = np.arange(48) % 2
+    right = np.eye(2)[y]
+
+    def scores(wrong_simple, wrong_complex):
+        out = {}
+        for name, wrong in (("logreg", wrong_simple), ("all", wrong_complex)):
+            p = right.copy()
+            p[wrong] = 1 - p[wrong]
+            out[name] = (1 - len(wrong) / len(y), p)
+        return out
+
+    # the committee is right on two images logreg gets wrong and wrong on one it gets right: noise
+    assert predict.choose_method(scores([0, 1, 2, 3], [2, 3, 4]), y, ("logreg", "all")) == "logreg"
+    # right on a dozen more images (a quarter of them) is more than noise
+    assert predict.choose_method(scores(list(range(12)), []), y, ("logreg", "all")) == "all"
+    # exact ties go to the simpler
+    assert predict.choose_method(scores([5], [5]), y, ("logreg", "all")) == "logreg"
 
 
 def test_train_images_get_out_of_fold_predictions(faces):
