@@ -159,7 +159,11 @@ def _wait_for_some_cached(logdir, proc, at_least=8, timeout=180):
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_interrupted_embed_resumes_without_corrupt_entries(tmp_path, sig):
-    logdir = _big_dataset(tmp_path, n_per_class=40)
+    # enough images that the run outlasts this process's polling even on a busy machine
+    logdir = _big_dataset(tmp_path, n_per_class=120)
+    with Store(logdir) as st:
+        total = len(list(st.image_rows("id")))
+    assert total == 360
     proc = _start_embed(logdir)
     _wait_for_some_cached(logdir, proc)
     proc.send_signal(sig)
@@ -169,14 +173,14 @@ def test_interrupted_embed_resumes_without_corrupt_entries(tmp_path, sig):
     else:
         assert proc.returncode == -signal.SIGKILL
     done_before = _cached_rows(logdir)
-    assert 0 < done_before < 120
+    assert 0 < done_before < total
     con = sqlite3.connect(paths.features_path(logdir))
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert {len(v) for (v,) in con.execute("SELECT vec FROM features")} == {1280 * 4}
     con.close()
 
     r = embed(logdir, NET)
-    assert r["cached_before"] == done_before and r["extracted"] == 120 - done_before
+    assert r["cached_before"] == done_before and r["extracted"] == total - done_before
     ids, X = load_features(logdir, NET)
     # What was cached before the interruption equals a fresh extraction of the same images.
     fresh_dir = tmp_path / "fresh"
