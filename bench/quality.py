@@ -19,7 +19,7 @@ the first 5% and 10% of the review queue (ordered by doubt).
     python bench/quality.py --limit 10000        # a quicker look on a 10,000-image sample
 
 Prints a table, then each goal with the figures it was judged on (and writes them as JSON under
-``bench/out/``). Extracting 70,000 images with two networks takes about 20 minutes on 2 cores the
+``bench/out/``). Extracting 70,000 images with two networks takes about 15 minutes on 2 cores the
 first time; the features stay cached under ``bench/out/``.
 """
 import argparse
