@@ -17,7 +17,7 @@ import numpy as np
 
 from . import backbones, imaging, paths
 from .errors import UserError
-from .store import Store
+from .store import Store, connect
 
 FEATURES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS features (
@@ -42,11 +42,7 @@ class FeaturesMissing(UserError):
 def open_cache(logdir) -> sqlite3.Connection:
     path = paths.features_path(logdir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(FEATURES_SCHEMA)
-    return conn
+    return connect(path, FEATURES_SCHEMA)
 
 
 def resolve_backbone(network_id):

@@ -35,7 +35,6 @@ import logging
 import os
 import queue
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -48,6 +47,7 @@ from typing import Callable
 from . import paths
 from .errors import UserError
 from .runs import jobs_db_path
+from .store import connect
 
 logger = logging.getLogger("nipgboard")
 
@@ -105,10 +105,7 @@ class JobStore:
             if not create:
                 raise FileNotFoundError(self.path)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(SCHEMA)
+        self.conn = connect(self.path, SCHEMA)
 
     @classmethod
     def open_if_exists(cls, run_dir):

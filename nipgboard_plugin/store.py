@@ -67,6 +67,16 @@ class DatasetMissing(UserError, FileNotFoundError):
     """The directory holds no NIPGBoard dataset yet."""
 
 
+def connect(path, schema) -> sqlite3.Connection:
+    """A connection to one of our SQLite files (dataset, features, jobs): WAL, so that readers never
+    wait for a writer, autocommit (transactions are explicit) and usable from any thread."""
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(schema)
+    return conn
+
+
 class Store:
     """Access to one dataset's database. Cheap to open; safe to use from several processes."""
 
@@ -79,11 +89,8 @@ class Store:
                     f"No NIPGBoard dataset in {self.logdir}: run `nipgboard init {self.logdir} --images DIR` first."
                 )
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn = connect(self.path, SCHEMA)
         self.conn.execute("PRAGMA foreign_keys=ON")
-        self.conn.executescript(SCHEMA)
 
     def close(self):
         self.conn.close()
