@@ -34,7 +34,7 @@ def export_csv(logdir, out, networks=None, low_confidence=0.6):
     flagged = np.zeros(n, dtype=bool)
     notes = []
     if networks:
-        classes, probas, cps, cl, notes = review._network_predictions(logdir, list(networks), inp.image_ids)
+        classes, probas, cps, cl, notes, _stale = review._network_predictions(logdir, list(networks), inp.image_ids)
         d = review.doubt_from_probas(probas, cps, low_confidence)
         consensus = np.array(classes, dtype=object)[d["consensus"]]
         conf = d["confidence"]

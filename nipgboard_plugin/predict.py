@@ -230,10 +230,12 @@ def choose_method(scores, y, candidates):
     return best
 
 
-def predict_arrays(X, y, roles, n_classes, method="auto", k=10, C=10.0, random_state=0, spread=True):
+def predict_arrays(X, y, roles, n_classes, method="auto", k=10, C=10.0, random_state=0, spread=True,
+                   cross_validation=True):
     """Predict every row of ``X``; ``y`` is the class code of train rows (-1 elsewhere), ``roles`` per row.
 
-    Returns (proba (n, n_classes), chosen method, {candidate: cv accuracy}).
+    Returns (proba (n, n_classes), chosen method, {candidate: cv accuracy}). A named ``method`` with
+    ``cross_validation=False`` skips scoring it (the scores then stay empty).
     """
     roles = np.asarray(roles, dtype=object)
     y = np.asarray(y, dtype=np.int64)
@@ -245,8 +247,10 @@ def predict_arrays(X, y, roles, n_classes, method="auto", k=10, C=10.0, random_s
     spread_model = None
     if "spread" in candidates or "all" in candidates:
         spread_model = LabelSpreading(k=k, random_state=random_state).build_graph(X)
-    scores = cross_validate(Xtr, ytr, n_classes, candidates, k=k, C=C, random_state=random_state,
-                            spread_model=spread_model, train_rows=train)
+    scores = {}
+    if cross_validation or method == "auto":
+        scores = cross_validate(Xtr, ytr, n_classes, candidates, k=k, C=C, random_state=random_state,
+                                spread_model=spread_model, train_rows=train)
     if method == "auto":
         best = choose_method(scores, ytr, candidates) if scores else "ensemble"
     else:

@@ -104,7 +104,7 @@ def write_projector(logdir, networks=None, max_points=MAX_POINTS, max_tile=MAX_T
     pred_nets = [n for n in results.networks_with(logdir, "predictions")]
     if pred_nets:
         try:
-            classes, probas, cps, _clusters, _ = review._network_predictions(logdir, pred_nets, inp.image_ids)
+            classes, probas, cps, _clusters, _notes, _stale = review._network_predictions(logdir, pred_nets, inp.image_ids)
             d = review.doubt_from_probas(probas, cps)
             queue_flag = d["disagree"] | d["predictor_disagree"]
             cons = np.array(classes, dtype=object)[d["consensus"]]

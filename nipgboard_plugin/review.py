@@ -62,10 +62,12 @@ def _network_predictions(logdir, networks, image_ids):
 
     loaded = []
     notes = []
+    stale = []
     classes = set()
     for net in networks:
         arrays, meta = predict.load_predictions(logdir, net)
         if meta.get("stale"):
+            stale.append(net)
             notes.append(f"{net}: labels changed since its predictions; run `nipgboard predict {logdir} "
                          f"--network {net}` again")
         loaded.append((net, arrays, meta))
@@ -94,7 +96,7 @@ def _network_predictions(logdir, networks, image_ids):
             cl[ok] = carr["cluster"][crow[ok]]
             clusters[net] = cl
         cluster_preds.append(cp)
-    return classes, probas, cluster_preds, clusters, notes
+    return classes, probas, cluster_preds, clusters, notes, stale
 
 
 def review_queue(logdir, networks=None, include_labelled=False, low_confidence=0.6, limit=100, flagged_only=True):
@@ -108,7 +110,7 @@ def review_queue(logdir, networks=None, include_labelled=False, low_confidence=0
                             "for one or more networks first.")
     networks = list(dict.fromkeys(networks))
     inp = results.load_inputs(logdir, features=False)
-    classes, probas, cluster_preds, clusters, notes = _network_predictions(logdir, networks, inp.image_ids)
+    classes, probas, cluster_preds, clusters, notes, stale = _network_predictions(logdir, networks, inp.image_ids)
     d = doubt_from_probas(probas, cluster_preds, low_confidence)
     unlabelled = inp.roles == "pool"
     cons_label = np.array(classes, dtype=object)[d["consensus"]]
@@ -156,6 +158,7 @@ def review_queue(logdir, networks=None, include_labelled=False, low_confidence=0
         "low_confidence": int((d["low_confidence"] & pool).sum()),
         "contradicted_labels": int(contradicted.sum()),
         "queue_length": int(total), "shown": len(items), "items": items, "notes": notes,
+        "stale": stale,  # networks whose predictions predate the latest label changes
     }
 
 

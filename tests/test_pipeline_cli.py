@@ -99,6 +99,12 @@ def test_full_pipeline(faces, tmp_path, capsys):
         assert len(hist) == 10 and all(h["old_label"] is None for h in hist)
     rc, q2 = run(capsys, "disagreements", L, "--all", "--limit", "5")
     assert q2["unlabelled"] == 130 and q2["notes"]  # the predictions are now out of date, and it says so
+    assert q2["stale"] == list(NETS)
+    # Predicting again (the panel's "Update predictions") trains on the reviewed labels too.
+    rc, r = run(capsys, "predict", L, "--network", NETS[0], "--no-projector")
+    assert rc == 0 and r["roles"] == {"train": 48 + 10, "test": 12, "pool": 130}
+    rc, q3 = run(capsys, "disagreements", L, "--all", "--limit", "5")
+    assert q3["stale"] == [NETS[1]] and len(q3["notes"]) == 1
 
     # A whole cluster at once: only members without a label, unless --overwrite.
     arrays, meta = results.load_result(L, NETS[0], "clusters")

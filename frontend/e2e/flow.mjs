@@ -1,7 +1,7 @@
 // End-to-end flow in headless Chromium against a running TensorBoard with the NIPGBoard plugin:
 // open the tab, click a network, watch the progress finish, see points drawn coloured by prediction,
 // colour by cluster, similar images and near duplicates, open the review queue, label an image by
-// keyboard, undo another label, see a failed job's error, reload, see the label kept, switch to 2-D.
+// keyboard, undo another label, update the predictions, see a failed job's error, reload, see the label kept, switch to 2-D.
 //   TB_URL=http://127.0.0.1:6006 RUN=faces NETWORK=efficientnet_lite0 ARTIFACTS=test-artifacts node e2e/flow.mjs
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
@@ -197,6 +197,19 @@ try {
   await frame.waitForFunction((id) => { const a = window.nipgboard; return a.meta.label[a.idIndex.get(id)] == null; }, secondId);
   log('undo restored #' + secondId);
   await shot('06-review-labelled.png');
+  // Saved labels make the predictions stale: the queue offers to predict again, and doing so
+  // retrains with them and reloads a queue that no longer holds the labelled image.
+  const bar = frame.locator('#nb-update');
+  await bar.waitFor({ timeout: 10000 });
+  check(/labels? saved since this queue was made/.test(await bar.textContent()), `the queue offers an update: "${(await bar.textContent()).slice(0, 60)}…"`);
+  await shot('06b-update-offered.png');
+  await bar.locator('button').click();
+  await frame.waitForFunction((id) => {
+    const a = window.nipgboard, r = a.review;
+    return !a.updating && a.editsSinceQueue === 0 && r && r.stale && r.stale.length === 0 && !document.querySelector('#nb-update')
+      && r.items.length > 0 && !r.items.some((it) => it.id === id);
+  }, firstId, { timeout: 120000, polling: 300 });
+  check(true, `"Update predictions" retrained: the queue is current and #${firstId} left it`);
 
   // A job that fails for a real reason (projecting a network whose features were never extracted),
   // started through the panel's own POST route as a script would: after a reload its card says why.

@@ -76,6 +76,9 @@ class App {
   running = new Map<string, { job: Job | null; stage: string; cancel: boolean }>();
   // Why a network's last run failed, by network id (apart from `networks`, which is re-fetched mid-run).
   failures = new Map<string, string>();
+  /** Labels saved since the review queue was last loaded: its predictions no longer know them. */
+  editsSinceQueue = 0;
+  updating: string | null = null;
   tab: 'review' | 'clusters' | 'similar' | 'duplicates' = 'review';
   search = '';
   opts = { method: 'umap', dims: 3, mode: 'supervised', n_neighbors: 15, min_dist: 0.1, graph: 'mst', resolution: 1.0,
@@ -640,6 +643,7 @@ class App {
     this.undo.push({ run, assignments: prev });
     for (const id of ids) { const i = this.idIndex.get(id); if (i !== undefined) this.meta.label[i] = label; }
     this.toast(`${ids.length} image${ids.length > 1 ? 's' : ''} → ${label ?? '(no label)'} · saved`);
+    this.editsSinceQueue += ids.length;
     this.afterEdit();
   }
 
@@ -735,6 +739,7 @@ class App {
           this.review = all;
         }
         this.reviewById = new Map(this.review.items.map((it: any) => [it.id, it]));
+        this.editsSinceQueue = 0;
         if (this.overlay === 'disagreement') this.applyOverlay();
       } catch (e: any) { pane.replaceChildren(h('p', { class: 'muted', text: e.message })); return; }
       this.renderReviewList();
@@ -794,7 +799,7 @@ class App {
     const run = this.run;
     pane.replaceChildren(
       h('div', { class: 'muted', text: `${r.queue_length} to review (${r.disagreements} disagreements, ${r.low_confidence} unsure) of ${r.unlabelled} unlabelled; networks: ${(r.networks || []).join(', ')}` }),
-      ...(r.notes || []).map((n: string) => h('div', { class: 'hint', text: n })),
+      ...this.updateBar(r),
       ...items.map((it, k) => {
         const i = this.idIndex.get(it.id);
         const labelled = i !== undefined && this.meta!.label[i] != null;
@@ -808,6 +813,44 @@ class App {
       }));
     const cur = pane.querySelector('.item.cur');
     if (cur) (cur as HTMLElement).scrollIntoView({ block: 'nearest' });
+  }
+
+  /** The offer to predict again once labels changed (or its progress), replacing the stale-prediction notes. */
+  updateBar(r: any): HTMLElement[] {
+    const stale = (r.stale || []).length > 0 || this.editsSinceQueue > 0;
+    if (!stale && !this.updating) return (r.notes || []).map((n: string) => h('div', { class: 'hint', text: n }));
+    const n = this.editsSinceQueue;
+    const text = this.updating ?? `${n ? `${n} label${n > 1 ? 's' : ''} saved since this queue was made.` : 'Labels changed since the predictions.'}`
+      + ' Predicting again with them corrects similar images and re-orders the queue.';
+    return [h('div', { class: 'update', id: 'nb-update' }, h('span', { text }),
+      this.updating ? null : h('button', { class: 'primary', text: 'Update predictions', onClick: () => this.updatePredictions() }))];
+  }
+
+  /** Predict again with every network of the queue (the saved labels join the training set), then reload. */
+  async updatePredictions() {
+    const networks: string[] = this.review?.networks || [];
+    if (this.updating || !networks.length) return;
+    const run = this.run;
+    let failed = '';
+    for (const [k, network] of networks.entries()) {
+      const show = (j: Job) => {
+        const first = !this.updating;
+        this.updating = `Predicting with ${network} (${k + 1}/${networks.length})… ${j.stage || j.state}`;
+        const bar = document.querySelector('#nb-update span');
+        if (bar && !first) bar.textContent = this.updating;
+        else if (this.tab === 'review') this.renderReviewList();
+      };
+      try {
+        const done = await this.follow(run, await startJob(run, 'predict', { network }), show);
+        if (done.state !== 'done') { failed = `${network}: ${done.error || done.message || done.state}`; break; }
+      } catch (e: any) { failed = `${network}: ${e.message}`; break; }
+    }
+    this.updating = null;
+    if (failed) { this.toast('Predictions not updated: ' + failed, 5000); if (this.tab === 'review') this.renderReviewList(); return; }
+    this.toast('Predictions updated');
+    this.reviewPos = 0;
+    if (run === this.run && this.network) await this.loadView(this.network, true);
+    this.loadMetrics();
   }
 
   nextReview(step = 1) {

@@ -66,4 +66,6 @@ table.t tr.cur { background: #ffe0b2; }
 .toast { background: #323232; color: #fff; padding: 6px 14px; border-radius: 4px; font-size: 12px; max-width: 60vw; }
 #nb-metrics { overflow-x: auto; }
 .hint { font-size: 11px; color: #777; margin-top: 4px; }
+.update { font-size: 12px; background: #fff6d6; border: 1px solid #e8d48a; border-radius: 4px; padding: 6px; margin: 6px 0; }
+.update button { margin-top: 4px; display: block; }
 `;
