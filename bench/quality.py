@@ -14,7 +14,7 @@ pool accuracy of
 and, over the networks together: how many pool images the networks disagree on, what share of all
 errors of the final labels (the networks' consensus) those hold, and the share of all errors found in
 the first 5% and 10% of the review queue (ordered by doubt). Then the review as the panel runs it: the
-expert works through the queue and updates the predictions after every 2% of the pool (each network
+expert works through the queue and updates the predictions after every 1% of the pool (each network
 predicts again with its method, the new labels in its training set); we report the share of the first
 labels' errors the expert corrected by the time 10% of the pool is reviewed, and the pool's accuracy
 after it.
@@ -45,7 +45,7 @@ from nipgboard_plugin.predict import predict_arrays  # noqa: E402
 OUT = ROOT / "bench" / "out"
 FASHION_CLASSES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
 NETWORKS = ("efficientnet_lite0", "mobilenet_v2", "efficientnet_lite2")
-ROUND_SHARE = 0.02  # share of the pool the expert reviews between two updates of the predictions
+ROUND_SHARE = 0.01  # share of the pool the expert reviews between two updates of the predictions
 
 
 def load_fashion(limit, seed=0):

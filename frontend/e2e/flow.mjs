@@ -201,7 +201,7 @@ try {
   // retrains with them and reloads a queue that no longer holds the labelled image.
   const bar = frame.locator('#nb-update');
   await bar.waitFor({ timeout: 10000 });
-  check(/labels? saved since this queue was made/.test(await bar.textContent()), `the queue offers an update: "${(await bar.textContent()).slice(0, 60)}…"`);
+  check(/^1 label saved since this queue was made/.test(await bar.textContent()), `the queue offers an update: "${(await bar.textContent()).slice(0, 60)}…"`);
   await shot('06b-update-offered.png');
   await bar.locator('button').click();
   await frame.waitForFunction((id) => {
@@ -210,6 +210,7 @@ try {
       && r.items.length > 0 && !r.items.some((it) => it.id === id);
   }, firstId, { timeout: 120000, polling: 300 });
   check(true, `"Update predictions" retrained: the queue is current and #${firstId} left it`);
+  await shot('06c-updated.png');
 
   // A job that fails for a real reason (projecting a network whose features were never extracted),
   // started through the panel's own POST route as a script would: after a reload its card says why.

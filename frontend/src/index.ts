@@ -654,6 +654,7 @@ class App {
     catch (e: any) { this.undo.push(u); this.toast('Undo failed: ' + e.message, 5000); return; }
     if (u.run === this.run && this.meta) for (const [id, lab] of u.assignments) { const i = this.idIndex.get(id); if (i !== undefined) this.meta.label[i] = lab; }
     this.toast(`Undone: ${u.assignments.length} label${u.assignments.length > 1 ? 's' : ''} restored`);
+    this.editsSinceQueue = Math.max(0, this.editsSinceQueue - u.assignments.length);
     this.afterEdit();
   }
 
