@@ -2,4 +2,6 @@
 
 
 class UserError(Exception):
-    """Printed without a traceback by the CLI and answered as a 4xx by the plugin."""
+    """Printed without a traceback by the CLI and answered by the plugin with ``http_status``."""
+
+    http_status = 400

@@ -141,3 +141,5 @@ class RunIndex:
 
 class UnknownRun(UserError):
     """A run name that is not one of the discovered runs."""
+
+    http_status = 404

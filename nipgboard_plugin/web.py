@@ -39,30 +39,30 @@ LABELS_MAX_BODY = 8 << 20           # a label list for ~100k images
 REQUIRED = object()
 
 
-class HTTPError(Exception):
-    status = 400
+class HTTPError(UserError):
+    """A request the client can fix; ``extra`` fields join the JSON error body."""
 
     def __init__(self, message, status=None, **extra):
         super().__init__(message)
         if status is not None:
-            self.status = status
+            self.http_status = status
         self.extra = extra
 
 
 class BadRequest(HTTPError):
-    status = 400
+    http_status = 400
 
 
 class Forbidden(HTTPError):
-    status = 403
+    http_status = 403
 
 
 class NotFound(HTTPError):
-    status = 404
+    http_status = 404
 
 
 class Conflict(HTTPError):
-    status = 409
+    http_status = 409
 
 
 # -- responses --------------------------------------------------------------------------------------
@@ -194,12 +194,10 @@ def route(methods=("GET",), max_body=DEFAULT_MAX_BODY):
                             raise BadRequest(f"parameter {key!r} given {len(values)} times")
                         params[key] = values[0]
                 return handler(self, request, params)
-            except HTTPError as exc:
-                headers = [("Allow", ", ".join(sorted(allowed)))] if exc.status == 405 else None
-                return error_response(request, exc.status, str(exc), headers=headers, **exc.extra)
             except UserError as exc:
-                status = getattr(exc, "http_status", None) or (404 if type(exc).__name__ == "UnknownRun" else 400)
-                return error_response(request, status, str(exc))
+                headers = [("Allow", ", ".join(sorted(allowed)))] if exc.http_status == 405 else None
+                return error_response(request, exc.http_status, str(exc), headers=headers,
+                                      **getattr(exc, "extra", {}))
             except Exception:  # noqa: BLE001 - the traceback goes to the log, the client gets a plain 500
                 logger.exception("nipgboard: %s %s failed", request.method, request.path)
                 return error_response(request, 500, "internal error in the NIPGBoard plugin (see the server log)")
