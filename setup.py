@@ -15,6 +15,7 @@ setup(
         "numpy>=1.24",
         "scipy>=1.10",
         "scikit-learn>=1.3",
+        "threadpoolctl>=3.1",  # also scikit-learn's; used directly to pin BLAS threads
         "Pillow>=10.0",
         "onnx>=1.15",
         "onnxruntime>=1.17",

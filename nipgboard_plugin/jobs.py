@@ -427,9 +427,12 @@ def _run_duplicates(ctx, run_dir, p):
     from .neighbours import near_duplicate_groups
     from .features import load_features
 
-    ctx.stage("finding near duplicates")
+    ctx.stage("loading features")
     ids, X = load_features(run_dir, p["network"])
-    groups = near_duplicate_groups(X, p["threshold"])
+    ctx.stage("finding near duplicates", total=len(ids))
+    groups = near_duplicate_groups(X, p["threshold"], progress=ctx.counts_progress, should_stop=ctx.should_stop)
+    if groups is None:
+        raise JobCancelled()
     return {"network": p["network"], "threshold": p["threshold"],
             "groups": [[int(ids[r]) for r in g] for g in groups]}
 

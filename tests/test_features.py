@@ -11,11 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial.distance import pdist, squareform
 
 from images import write_shapes
 from nipgboard_plugin import paths
 from nipgboard_plugin.dataset import ingest
 from nipgboard_plugin.features import FeaturesMissing, embed, load_features
+from nipgboard_plugin.neighbours import near_duplicate_groups, normalise
 from nipgboard_plugin.store import Store
 
 NET = "efficientnet_lite0"
@@ -203,6 +206,49 @@ def test_near_duplicates_at_the_documented_distance(shapes_logdir):
         [["circle/circle_000.png", "circle/near_bright.png"]]  # the brightened copy alone is that close
     rc, out_wide, _ = cli("duplicates", str(shapes_logdir), "--network", NET, "--threshold", "1.0")
     assert out_wide["images_in_groups"] > out["images_in_groups"]
+
+
+def _brute_force_groups(X, threshold):
+    """Every pairwise distance (float64, between the L2-normalised rows), then connected components."""
+    linked = squareform(pdist(normalise(X).astype(np.float64))) <= threshold
+    _, comp = connected_components(linked, directed=False)
+    groups = [np.flatnonzero(comp == c).tolist() for c in np.unique(comp) if (comp == c).sum() >= 2]
+    return sorted(groups, key=lambda g: (-len(g), g[0]))
+
+
+def test_near_duplicate_groups_are_exactly_the_brute_force_ones(shapes_logdir):
+    _, X = load_features(shapes_logdir, NET)
+    # Rows repeated as they are (two files of one picture), so that distance 0 links something.
+    X = np.vstack([X, X[[3, 3, 17]]])
+    n = len(X)
+    seen = set()
+    for threshold in (0.0, 0.08, 0.3, 0.45, 0.6, 0.8, 1.0, 1.4, 2.0):
+        want = _brute_force_groups(X, threshold)
+        seen.add(tuple(map(len, want)))
+        # One block; blocks of 5 rows; single rows (every tile a 1 x 16 slice of the later rows).
+        for block_rows in (512, 5, 1):
+            assert near_duplicate_groups(X, threshold, block_rows=block_rows) == want, (threshold, block_rows)
+    assert _brute_force_groups(X, 0.0) == [[3, n - 3, n - 2], [17, n - 1]]
+    assert _brute_force_groups(X, 2.0) == [list(range(n))]
+    assert len(seen) >= 6  # the thresholds give different groupings, not just "none" and "all"
+
+
+def test_near_duplicate_search_reports_progress_and_stops_when_asked(shapes_logdir):
+    _, X = load_features(shapes_logdir, NET)
+    n = len(X)
+    calls = []
+    near_duplicate_groups(X, 0.3, progress=lambda done, total: calls.append((done, total)), block_rows=8)
+    assert calls == [(min(start + 8, n), n) for start in range(0, n, 8)]
+    asked = []
+
+    def stop_at_the_second_question():
+        asked.append(len(calls))
+        return len(asked) == 2
+
+    calls.clear()
+    assert near_duplicate_groups(X, 2.0, progress=lambda done, total: calls.append((done, total)),
+                                 should_stop=stop_at_the_second_question, block_rows=8) is None
+    assert calls == [(8, n), (16, n)] and asked == [1, 2]
 
 
 def test_similar_and_rare(shapes_logdir):

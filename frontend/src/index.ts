@@ -777,15 +777,27 @@ class App {
     } else {
       const th = h('input', { type: 'number', step: '0.1', value: '0.3', min: '0', max: '2', style: 'width:60px' }) as HTMLInputElement;
       const out = h('div', {});
+      // Only the latest Find shows its result; an older search still running is cancelled, as is
+      // one left running when the tab is closed.
+      let latest = 0;
+      const searching = (j: Job) => 'Searching…' + (j.state === 'queued' ? ' waiting for the worker'
+        : j.total ? ` ${Math.floor((100 * (j.done || 0)) / j.total)}%` : '');
       const load = async () => {
+        const mine = ++latest;
+        const current = () => mine === latest && out.isConnected;
         out.replaceChildren(h('p', { class: 'muted', text: 'Searching…' }));
         try {
-          const d = await getJSON('duplicates', { run, network, threshold: th.value });
+          const job = await this.follow(run, await startJob(run, 'duplicates', { network, threshold: th.value }), (j) => {
+            if (current()) out.replaceChildren(h('p', { class: 'muted', text: searching(j) }));
+          }, () => !current());
+          if (!current()) return;
+          if (job.state !== 'done') { out.replaceChildren(h('p', { class: 'muted', text: job.error || job.message || job.state })); return; }
+          const d = job.result;
           const none = `No near duplicates at distance ≤ ${d.threshold}.`;
           out.replaceChildren(h('div', { class: 'muted', text: d.groups.length ? `${d.groups.length} group${d.groups.length > 1 ? 's' : ''} at distance ≤ ${d.threshold}` : none }), ...d.groups.slice(0, 100).map((g: number[]) => h('div', { class: 'group' },
             h('div', { class: 'grid' }, ...g.slice(0, 12).map((id) => h('img', { src: url('thumbnail', { run, id, size: 64 }), title: `#${id}`, onClick: () => { const i = this.idIndex.get(id); if (i !== undefined) this.setCurrent(i, true); } }))),
             h('button', { text: `Select ${g.length}`, onClick: () => this.select(g.map((id) => this.idIndex.get(id)!).filter((i) => i !== undefined), false) }))));
-        } catch (e: any) { out.replaceChildren(h('p', { class: 'muted', text: e.message })); }
+        } catch (e: any) { if (current()) out.replaceChildren(h('p', { class: 'muted', text: e.message })); }
       };
       pane.append(h('div', {}, 'Distance ≤ ', th, ' ', h('button', { text: 'Find', onClick: load }), h('span', { class: 'hint', text: ' 0.3 · 0.6 · 1.0 as in the paper' })), out);
       load();
