@@ -202,7 +202,8 @@ def run_dataset(name, images, labels, seeds, networks, paper_epochs=None):
             top = order[: int(round(frac * n_pool))]
             rec[f"caught_at_{int(frac * 100)}pct"] = float(wrong[top].sum() / max(wrong.sum(), 1))
         t0 = time.perf_counter()
-        rec.update(review_in_rounds([feats[n] for n in networks], [chosen_by_net[n] for n in networks], codes, roles, len(classes), seed, q))
+        rec.update(review_in_rounds([feats[n] for n in networks], [chosen_by_net[n] for n in networks],
+                                    codes, roles, len(classes), seed, q))
         rec["rounds_seconds"] = time.perf_counter() - t0
         queue_rows.append(rec)
     return rows, queue_rows, embed_s
@@ -225,7 +226,8 @@ def review_in_rounds(feats, methods, codes, roles, n_classes, seed, first, round
     q, caught, done, target = first, 0, 0, int(round(budget * n_pool))
     while done < target:
         todo = np.flatnonzero(pool & ~reviewed)
-        batch = todo[np.argsort(-q["doubt"][todo], kind="stable")[: min(int(round(round_share * n_pool)), target - done)]]
+        size = min(max(int(round(round_share * n_pool)), 1), target - done)
+        batch = todo[np.argsort(-q["doubt"][todo], kind="stable")[:size]]
         caught += int((q["consensus"][batch] != codes[batch]).sum())
         reviewed[batch] = True
         roles[batch] = "train"  # a label the expert gives joins the training set
