@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from demo import fashion_mnist  # noqa: E402
 from nipgboard_plugin import graph, projection, review  # noqa: E402
 from nipgboard_plugin.evaluate import classification_metrics  # noqa: E402
-from nipgboard_plugin.predict import predict_arrays  # noqa: E402
+from nipgboard_plugin.predict import LabelSpreading, predict_arrays  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 FASHION_CLASSES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
@@ -224,6 +224,9 @@ def review_in_rounds(feats, methods, codes, roles, n_classes, seed, first, round
     errors_before = int(((first["consensus"] != codes) & pool).sum())
     roles = roles.copy()
     reviewed = np.zeros(len(codes), dtype=bool)
+    # The label-spreading graph depends on the features alone: build it once per network, not per round.
+    graphs = [LabelSpreading(random_state=seed).build_graph(X) if m in ("spread", "all") else None
+              for X, m in zip(feats, methods)]
     q, caught, done, target = first, 0, 0, int(round(budget * n_pool))
     while done < target:
         todo = np.flatnonzero(pool & ~reviewed)
@@ -235,7 +238,8 @@ def review_in_rounds(feats, methods, codes, roles, n_classes, seed, first, round
         done += len(batch)
         y = np.where(roles == "train", codes, -1)
         q = review.doubt_from_probas([predict_arrays(X, y, roles, n_classes, method=m, random_state=seed,
-                                                     cross_validation=False)[0] for X, m in zip(feats, methods)])
+                                                     cross_validation=False, spread_model=g)[0]
+                                      for X, m, g in zip(feats, methods, graphs)])
     left = int(((q["consensus"] != codes) & pool & ~reviewed).sum())
     return {"caught_in_rounds": caught / max(errors_before, 1), "accuracy_after_rounds": 1 - left / n_pool}
 

@@ -231,11 +231,13 @@ def choose_method(scores, y, candidates):
 
 
 def predict_arrays(X, y, roles, n_classes, method="auto", k=10, C=10.0, random_state=0, spread=True,
-                   cross_validation=True):
+                   cross_validation=True, spread_model=None):
     """Predict every row of ``X``; ``y`` is the class code of train rows (-1 elsewhere), ``roles`` per row.
 
     Returns (proba (n, n_classes), chosen method, {candidate: cv accuracy}). A named ``method`` with
-    ``cross_validation=False`` skips scoring it (the scores then stay empty).
+    ``cross_validation=False`` skips scoring it (the scores then stay empty). ``spread_model``: a
+    :class:`LabelSpreading` whose graph is already built on ``X`` (it depends on the features alone,
+    so predicting again after label changes can reuse it).
     """
     roles = np.asarray(roles, dtype=object)
     y = np.asarray(y, dtype=np.int64)
@@ -244,8 +246,7 @@ def predict_arrays(X, y, roles, n_classes, method="auto", k=10, C=10.0, random_s
     candidates = AUTO_CANDIDATES if method == "auto" else (method,)
     if not spread:
         candidates = tuple(c for c in candidates if c not in ("spread", "all"))
-    spread_model = None
-    if "spread" in candidates or "all" in candidates:
+    if spread_model is None and ("spread" in candidates or "all" in candidates):
         spread_model = LabelSpreading(k=k, random_state=random_state).build_graph(X)
     scores = {}
     if cross_validation or method == "auto":
