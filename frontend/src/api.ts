@@ -65,6 +65,9 @@ export interface Job {
   result?: any; params?: any; run?: string;
 }
 
+/** Why a job did not finish: its error, else its last message, else its state. */
+export const jobWhy = (j: Job) => j.error || j.message || j.state;
+
 export const startJob = (run: string, kind: string, params: any) => post<Job>('start_job', { run, kind, params });
 export const cancelJob = (run: string, id: number) => post<Job>('cancel_job', { run, id });
 export const getJob = (run: string, id: number) => getJSON<Job>('job', { run, id });

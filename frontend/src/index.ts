@@ -1,5 +1,5 @@
 // The NIPGBoard panel. TensorBoard loads this module inside the tab's iframe and calls render().
-import { ApiError, Job, cancelJob, getBinary, getJSON, getJob, loadImage, post, startJob, url } from './api';
+import { ApiError, Job, cancelJob, getBinary, getJSON, getJob, jobWhy, loadImage, post, startJob, url } from './api';
 import { CSS as STYLE } from './style';
 import { Atlas, PointView, Tool } from './view';
 
@@ -179,7 +179,7 @@ class App {
         if (!net || seen.has(net) || !PIPELINE.concat('search').includes(j.kind)) continue;
         seen.add(net);
         if ((j.state === 'queued' || j.state === 'running') && !this.running.has(net)) this.runPipeline(net, j);
-        else if (j.state === 'failed' && !this.running.has(net)) { this.failures.set(net, `${j.kind} failed: ${j.error || j.message || j.state}`); this.updateCard(net); }
+        else if (j.state === 'failed' && !this.running.has(net)) { this.failures.set(net, `${j.kind} failed: ${jobWhy(j)}`); this.updateCard(net); }
       }
     } catch { /* no jobs */ }
     const withProjection = this.networks.filter((n) => n.available !== false);
@@ -346,7 +346,7 @@ class App {
         const job = resume && resume.kind === stage ? resume : await startJob(run, stage, params[stage]);
         resume = null;
         const done = await this.follow(run, job, (j) => { state.job = j; this.updateCard(network); }, () => state.cancel);
-        if (done.state !== 'done') { failed = done.state === 'cancelled' ? 'cancelled' : `${stage} failed: ${done.error || done.message || done.state}`; break; }
+        if (done.state !== 'done') { failed = done.state === 'cancelled' ? 'cancelled' : `${stage} failed: ${jobWhy(done)}`; break; }
         if (stage === 'embed') this.refreshNetworks();
       }
     } catch (e: any) {
@@ -791,7 +791,7 @@ class App {
             if (current()) out.replaceChildren(h('p', { class: 'muted', text: searching(j) }));
           }, () => !current());
           if (!current()) return;
-          if (job.state !== 'done') { out.replaceChildren(h('p', { class: 'muted', text: job.error || job.message || job.state })); return; }
+          if (job.state !== 'done') { out.replaceChildren(h('p', { class: 'muted', text: jobWhy(job) })); return; }
           const d = job.result;
           const none = `No near duplicates at distance ≤ ${d.threshold}.`;
           out.replaceChildren(h('div', { class: 'muted', text: d.groups.length ? `${d.groups.length} group${d.groups.length > 1 ? 's' : ''} at distance ≤ ${d.threshold}` : none }), ...d.groups.slice(0, 100).map((g: number[]) => h('div', { class: 'group' },
@@ -855,7 +855,7 @@ class App {
       };
       try {
         const done = await this.follow(run, await startJob(run, 'predict', { network }), show);
-        if (done.state !== 'done') { failed = `${network}: ${done.error || done.message || done.state}`; break; }
+        if (done.state !== 'done') { failed = `${network}: ${jobWhy(done)}`; break; }
       } catch (e: any) { failed = `${network}: ${e.message}`; break; }
     }
     this.updating = null;
