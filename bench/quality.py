@@ -13,9 +13,10 @@ pool accuracy of
 
 and, over the networks together: how many pool images the networks disagree on, what share of all
 errors of the final labels (the networks' consensus) those hold, and the share of all errors found in
-the first 5% and 10% of the review queue (ordered by doubt). Then the review as the panel runs it: the
-expert works through the queue and updates the predictions after every 1% of the pool (each network
-predicts again with its method, the new labels in its training set); we report the share of the first
+the first 5% and 10% of the review queue (ordered by doubt; each network votes as in the panel's
+queue, by logistic regression, see ``nipgboard_plugin/predict.py``). Then the review as the panel runs
+it: the expert works through the queue and updates the predictions after every 1% of the pool (each
+network votes again, the new labels in its training set); we report the share of the first
 labels' errors the expert corrected by the time 10% of the pool is reviewed, and the pool's accuracy
 after it.
 
@@ -41,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from demo import fashion_mnist  # noqa: E402
 from nipgboard_plugin import graph, projection, review  # noqa: E402
 from nipgboard_plugin.evaluate import classification_metrics  # noqa: E402
-from nipgboard_plugin.predict import LabelSpreading, predict_arrays  # noqa: E402
+from nipgboard_plugin.predict import VOTE_METHOD, LabelSpreading, committee_vote, predict_arrays  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 FASHION_CLASSES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
@@ -165,7 +166,7 @@ def run_dataset(name, images, labels, seeds, networks, paper_epochs=None):
         test = roles == "test"
         y_train = np.where(roles == "train", codes, -1)
         probas = []
-        chosen_by_net = {}
+        vote_by_net = {}
         for net in networks:
             X = feats[net]
             preds = {}
@@ -174,11 +175,15 @@ def run_dataset(name, images, labels, seeds, networks, paper_epochs=None):
                 preds[m] = np.array([classes.index(v) for v in p])
                 extra[m] = {"seconds": s}
             t0 = time.perf_counter()
-            proba, chosen, cv = predict_arrays(X, y_train, roles, len(classes), method="auto", random_state=seed)
+            proba, chosen, cv = predict_arrays(X, y_train, roles, len(classes), method="auto", random_state=seed,
+                                               keep_oof=True)
             preds["default"] = proba.argmax(axis=1)
-            extra["default"] = {"seconds": time.perf_counter() - t0, "chosen": chosen, "cv": cv}
-            probas.append(proba)
-            chosen_by_net[net] = chosen
+            extra["default"] = {"seconds": time.perf_counter() - t0, "chosen": chosen,
+                                "cv": {m: round(v[0], 4) for m, v in cv.items()}}
+            # what review.review_queue reads: the committee's votes, or a lone network's own prediction
+            probas.append(committee_vote(X, y_train, roles, len(classes), proba, chosen, cv, random_state=seed)
+                          if len(networks) > 1 else proba)
+            vote_by_net[net] = chosen if len(networks) == 1 else VOTE_METHOD
             p, _, info = paper_rule(X, y_train, roles, len(classes), seed, paper_epochs)
             preds["paper"] = p
             extra["paper"] = info
@@ -203,7 +208,7 @@ def run_dataset(name, images, labels, seeds, networks, paper_epochs=None):
             top = order[: int(round(frac * n_pool))]
             rec[f"caught_at_{int(frac * 100)}pct"] = float(wrong[top].sum() / max(wrong.sum(), 1))
         t0 = time.perf_counter()
-        rec.update(review_in_rounds([feats[n] for n in networks], [chosen_by_net[n] for n in networks],
+        rec.update(review_in_rounds([feats[n] for n in networks], [vote_by_net[n] for n in networks],
                                     codes, roles, len(classes), seed, q))
         rec["rounds_seconds"] = time.perf_counter() - t0
         queue_rows.append(rec)
@@ -212,8 +217,9 @@ def run_dataset(name, images, labels, seeds, networks, paper_epochs=None):
 
 def review_in_rounds(feats, methods, codes, roles, n_classes, seed, first, round_share=ROUND_SHARE, budget=0.10):
     """The review as the panel runs it: the expert labels the queue's first ``round_share`` of the pool,
-    presses "Update predictions" (every network predicts again with its method, the new labels in its
-    training set), and works on through the re-ordered queue until ``budget`` of the pool is reviewed.
+    presses "Update predictions" (every network predicts again with the new labels in its training set;
+    ``methods``: how each one votes), and works on through the re-ordered queue until ``budget`` of the
+    pool is reviewed.
 
     ``caught_in_rounds``: errors the expert corrected, as a share of the errors of the first labels
     (``first``: the consensus before any review); ``accuracy_after_rounds``: accuracy of the pool's labels

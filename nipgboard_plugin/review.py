@@ -1,10 +1,12 @@
 """The review queue: images the networks disagree on or are unsure about, most doubtful first.
 
 For every image the stored predictions of each network (``nipgboard predict``) give a vote and class
-probabilities. The *consensus* is the majority vote (ties: the label with the higher mean probability);
-networks voting otherwise are *dissenters*. The queue's order is the *doubt*,
-``1 - mean probability of the consensus label`` over the networks: two networks that disagree split
-the probability and land at the top, and so does a lone network that is unsure.
+probabilities; with two or more networks each votes with its logistic regression (``vote_proba``,
+see :mod:`.predict`: errors hide less in their disagreements). The *consensus* is the majority vote
+(ties: the label with the higher mean probability); networks voting otherwise are *dissenters*. The
+queue's order is the *doubt*, ``1 - mean probability of the consensus label`` over the networks: two
+networks that disagree split the probability and land at the top, and so does a lone network that is
+unsure.
 
 An image is *flagged* (it enters the queue) when
 
@@ -81,7 +83,9 @@ def _network_predictions(logdir, networks, image_ids):
             raise UserError(f"The predictions of {net!r} miss {int((rows < 0).sum())} images: run "
                             f"`nipgboard predict {logdir} --network {net}` again.")
         p = np.zeros((len(image_ids), len(classes)))
-        p[:, [col[c] for c in meta["classes"]]] = arrays["proba"][rows]
+        # one network alone is judged by its own best method; in a committee it votes (see module docstring)
+        source = "vote_proba" if len(loaded) > 1 and "vote_proba" in arrays else "proba"
+        p[:, [col[c] for c in meta["classes"]]] = arrays[source][rows]
         probas.append(p)
         cp = None
         carr, cmeta = graph.load_clusters_if_current(logdir, net, notes)

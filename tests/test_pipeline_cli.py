@@ -151,3 +151,36 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
     arrays, meta = results.load_npz(target)
     assert meta == {"v": 1} and list(arrays["a"]) == [0, 1, 2]
     assert [p.name for p in tmp_path.iterdir()] == ["r.npz"]  # no temporary file left behind
+
+
+def test_networks_vote_by_logistic_regression_in_the_queue(digits, tmp_path):
+    from nipgboard_plugin import export, predict, review
+
+    ds = copy_dataset(digits, tmp_path)
+    logdir = ds["logdir"]
+    a, b = NETS
+    assert predict.predict_dataset(logdir, a, method="all")["vote_method"] == "logreg"
+    assert predict.predict_dataset(logdir, b, method="logreg")["vote_method"] == "logreg"
+    arr_a, meta_a = predict.load_predictions(logdir, a)
+    arr_b, _ = predict.load_predictions(logdir, b)
+    assert meta_a["method"] == "all" and "vote_proba" not in arr_b  # stored once when it is the label
+    classes = meta_a["classes"]
+    q = review.review_queue(logdir, [a, b], flagged_only=False, limit=0)
+    row = {int(i): k for k, i in enumerate(arr_a["image_ids"])}
+    assert q["queue_length"] == len(q["items"]) > 0
+    for it in q["items"]:
+        k = row[it["id"]]
+        assert it["votes"] == {a: classes[int(arr_a["vote_proba"][k].argmax())],
+                               b: classes[int(arr_b["proba"][k].argmax())]}
+    voted = {it["id"] for it in q["items"] if len(set(it["votes"].values())) > 1}
+    assert voted == {it["id"] for it in q["items"] if it["dissenters"]} and q["disagreements"] == len(voted)
+    # alone, a network is judged by its own labels
+    alone = review.review_queue(logdir, [a], flagged_only=False, limit=0)
+    assert {it["id"]: it["votes"][a] for it in alone["items"]} == {
+        it["id"]: classes[int(arr_a["pred"][row[it["id"]]])] for it in alone["items"]}
+    # the export hands out the committee's consensus
+    export.export_csv(logdir, tmp_path / "labels.csv", networks=[a, b])
+    with open(tmp_path / "labels.csv", newline="") as fh:
+        predicted = {r["path"]: r["predicted"] for r in csv.DictReader(fh)}
+    assert {it["path"]: it["consensus"] for it in q["items"]} == {
+        it["path"]: predicted[it["path"]] for it in q["items"]}

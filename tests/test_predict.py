@@ -115,3 +115,19 @@ def test_predict_stage_and_bad_input(faces, tmp_path):
     with pytest.raises(UserError, match="two classes"):
         predict.predict_dataset(logdir, "mobilenet_v2")
     assert results.result_path(logdir, "mobilenet_v2", "predictions").read_bytes() == before
+
+
+def test_committee_vote_is_the_logistic_regression(digits):
+    X, y, roles, truth, classes = _setup(digits, "mobilenet_v2")
+    n = len(classes)
+    logreg, _, _ = predict.predict_arrays(X, y, roles, n, method="logreg")
+    # scored by cross-validation (as auto does): the vote reuses its out-of-fold train predictions
+    proba, chosen, scores = predict.predict_arrays(X, y, roles, n, method="all", keep_oof=True)
+    _, _, auto_scores = predict.predict_arrays(X, y, roles, n, method="auto", keep_oof=True)
+    assert set(auto_scores) == set(predict.AUTO_CANDIDATES) and chosen == "all"
+    for sc in (scores, auto_scores):  # without and with logreg among the scored candidates
+        vote = predict.committee_vote(X, y, roles, n, proba, chosen, sc)
+        assert vote is not proba and np.allclose(vote, logreg, atol=1e-6)
+    assert not np.allclose(proba, logreg, atol=1e-3)  # the two really differ here
+    # a network labelled by logistic regression votes with the very same probabilities
+    assert predict.committee_vote(X, y, roles, n, logreg, "logreg", {}) is logreg
