@@ -305,6 +305,8 @@ try {
     await frame.waitForFunction(() => { const r = window.nipgboard.review; return r && r.networks && r.networks.length >= 2; }, null, { timeout: 60000 });
     const rv = await frame.evaluate(() => { const r = window.nipgboard.review; return [r.queue_length, r.disagreements, r.networks.join('+')]; });
     check(true, `review queue over ${rv[2]}: ${rv[0]} to review, ${rv[1]} disagreements`);
+    const hint = await frame.locator('#nb-pane .hint', { hasText: 'third network' }).waitFor({ timeout: 10000 }).then(() => true, () => false);
+    check(hint, 'with two networks the review tab suggests a third');
     await frame.locator('#nb-overlay').selectOption('disagreement');
     await frame.waitForFunction(() => /expert label/.test(document.querySelector('.legend').textContent));
     await frame.waitForFunction(() => /thumbnails$/.test(document.querySelector('.status').textContent), null, { timeout: 60000 }).catch(() => {});

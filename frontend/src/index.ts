@@ -812,6 +812,8 @@ class App {
     const run = this.run;
     pane.replaceChildren(
       h('div', { class: 'muted', text: `${r.queue_length} to review (${r.disagreements} disagreements, ${r.low_confidence} unsure) of ${r.unlabelled} unlabelled; networks: ${(r.networks || []).join(', ')}` }),
+      // bench/quality.py: a third network's vote puts more of the wrong labels at the top of the queue
+      ...((r.networks || []).length === 2 ? [h('div', { class: 'hint', text: 'Run a third network to find more of the wrong labels.' })] : []),
       ...this.updateBar(r),
       ...items.map((it, k) => {
         const i = this.idIndex.get(it.id);
