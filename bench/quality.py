@@ -42,7 +42,8 @@ sys.path.insert(0, str(ROOT))
 from demo import fashion_mnist  # noqa: E402
 from nipgboard_plugin import graph, projection, review  # noqa: E402
 from nipgboard_plugin.evaluate import classification_metrics  # noqa: E402
-from nipgboard_plugin.predict import VOTE_METHOD, LabelSpreading, committee_vote, predict_arrays  # noqa: E402
+from nipgboard_plugin.predict import (  # noqa: E402
+    VOTE_METHOD, LabelSpreading, committee_vote, cv_accuracies, predict_arrays)
 
 OUT = ROOT / "bench" / "out"
 FASHION_CLASSES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
@@ -179,7 +180,7 @@ def run_dataset(name, images, labels, seeds, networks, paper_epochs=None):
                                                keep_oof=True)
             preds["default"] = proba.argmax(axis=1)
             extra["default"] = {"seconds": time.perf_counter() - t0, "chosen": chosen,
-                                "cv": {m: round(v[0], 4) for m, v in cv.items()}}
+                                "cv": cv_accuracies(cv)}
             # what review.review_queue reads: the committee's votes, or a lone network's own prediction
             probas.append(committee_vote(X, y_train, roles, len(classes), proba, chosen, cv, random_state=seed)
                           if len(networks) > 1 else proba)

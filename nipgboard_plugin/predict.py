@@ -287,7 +287,12 @@ def predict_arrays(X, y, roles, n_classes, method="auto", k=10, C=10.0, random_s
             proba = (2 * proba + spread_model.spread(y_all, n_classes)) / 3
     if best in scores:
         proba[train] = scores[best][1]
-    return proba, best, scores if keep_oof else {m: round(v[0], 4) for m, v in scores.items()}
+    return proba, best, scores if keep_oof else cv_accuracies(scores)
+
+
+def cv_accuracies(scores):
+    """{candidate: cross-validated accuracy, rounded} of scores kept with their out-of-fold predictions."""
+    return {m: round(v[0], 4) for m, v in scores.items()}
 
 
 def committee_vote(X, y, roles, n_classes, proba, chosen, scores, C=10.0, random_state=0):
@@ -354,7 +359,7 @@ def predict_dataset(logdir, network_id, method="auto", k=10, C=10.0, random_stat
         proba, chosen, scores = predict_arrays(inp.X, y, inp.roles, len(classes), method=method, k=k, C=C,
                                                random_state=random_state, spread=spread, keep_oof=True)
         vote = committee_vote(inp.X, y, inp.roles, len(classes), proba, chosen, scores, C, random_state)
-        scores = {m: round(v[0], 4) for m, v in scores.items()}
+        scores = cv_accuracies(scores)
     seconds = time.perf_counter() - t0
     pred = proba.argmax(axis=1)
     conf = proba.max(axis=1)
