@@ -38,15 +38,16 @@ def cli_part(logdir, network):
           f"{c['clusters']} clusters ({c['needs_label']} need a label); wall {secs_c:.1f} s, peak RSS {single_c:.0f} MB")
     compute = p["seconds_fit"] + p["seconds_transform"] + s["graph"] + s["communities"]
     peak = max(single, single_c)
-    print(f"goal projection + graph + Louvain < 120 s: {compute:.1f} s computing, {secs + secs_c:.1f} s wall "
-          f"in two fresh processes -> {'met' if compute < 120 else 'MISSED'}")
+    # the wall time adds Python's start, loading the features and rewriting the Projector's files
+    print(f"goal projection + graph + Louvain < 120 s: {compute:.1f} s computing (UMAP's compile included), "
+          f"{secs + secs_c:.1f} s wall in two fresh processes -> {'met' if compute < 120 else 'MISSED'}")
     print(f"goal Louvain on the MST < 10 s: {s['communities']:.1f} s -> {'met' if s['communities'] < 10 else 'MISSED'}")
     print(f"goal peak RSS < 4 GB: {peak:.0f} MB -> {'met' if peak < 4096 else 'MISSED'}")
 
 
 def long_lived_part(logdir, network):
     sys.path.insert(0, str(REPO))
-    from nipgboard_plugin import projection, results
+    from nipgboard_plugin import graph, projection, results
 
     t0 = time.perf_counter()
     inp = results.load_inputs(logdir, network)
@@ -54,9 +55,13 @@ def long_lived_part(logdir, network):
     print(f"  UMAP compile (warm-up): {projection.warm_up():.1f} s; again: {projection.warm_up():.1f} s")
     fits = []
     for attempt in (1, 2):
+        t0 = time.perf_counter()
         r = projection.project_dataset(logdir, network, inputs=inp, n_components=3)
+        c = graph.cluster_dataset(logdir, network)
         fits.append(r["seconds_fit"])
-        print(f"  projection #{attempt}: fit {r['seconds_fit']:.1f} s, transform {r['seconds_transform']:.1f} s")
+        print(f"  project + cluster #{attempt}: {time.perf_counter() - t0:.1f} s with the results written "
+              f"(fit {r['seconds_fit']:.1f} s, transform {r['seconds_transform']:.1f} s, "
+              f"MST {c['seconds']['graph']:.1f} s, Louvain {c['seconds']['communities']:.1f} s)")
     print(f"goal no second warm-up in one process: second fit {fits[1]:.1f} s vs first {fits[0]:.1f} s -> "
           f"{'met' if fits[1] < fits[0] * 1.5 + 5 else 'MISSED'}")
 
