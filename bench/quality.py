@@ -26,7 +26,7 @@ after it.
 Prints a table, then each goal with the figures it was judged on (and writes them as JSON under
 ``bench/out/``). Extracting 70,000 images with the three networks takes about 40 minutes on 2 cores
 the first time; the features stay cached under ``bench/out/``. With them cached the whole run takes
-about an hour, most of it the review rounds (ten updates of three networks' predictions per seed).
+about 30 minutes on 2 cores, most of it the paper rule's UMAP fits and the review rounds.
 """
 import argparse
 import json
