@@ -179,6 +179,10 @@ try {
   await frame.locator('.item').first().waitFor({ timeout: 60000 });
   const items = await frame.locator('.item').count();
   check(items >= 2, `review queue lists ${items} images`);
+  // Rounds of review update the predictions by themselves; first the way by hand, with that turned off.
+  const auto = frame.locator('#nb-auto-update');
+  check(await auto.isChecked(), 'automatic updates are on by default');
+  await auto.uncheck();
   const first = frame.locator('.item').nth(0);
   const firstId = Number(await first.getAttribute('data-id'));
   await first.click();
@@ -211,6 +215,20 @@ try {
   }, firstId, { timeout: 120000, polling: 300 });
   check(true, `"Update predictions" retrained: the queue is current and #${firstId} left it`);
   await shot('06c-updated.png');
+  // Automatic: 1% of 140 unlabelled images is one label, so accepting one suggestion starts a round.
+  await frame.locator('#nb-auto-update').check();
+  const roundItem = frame.locator(`.item:not([data-id="${secondId}"])`).first();  // #secondId stays unlabelled
+  const roundId = Number(await roundItem.getAttribute('data-id'));
+  const unlabelled = await frame.evaluate(() => window.nipgboard.review.unlabelled);
+  await roundItem.click();
+  await page.keyboard.press('a');
+  await frame.waitForFunction(([id, n]) => {
+    const a = window.nipgboard, r = a.review;
+    return !a.updating && a.editsSinceQueue === 0 && r && r.unlabelled === n - 1 && r.stale.length === 0
+      && !r.items.some((it) => it.id === id);
+  }, [roundId, unlabelled], { timeout: 120000, polling: 300 });
+  check(true, `after one label the predictions updated by themselves and #${roundId} left the queue`);
+  await shot('06d-auto-updated.png');
 
   // A job that fails for a real reason (projecting a network whose features were never extracted),
   // started through the panel's own POST route as a script would: after a reload its card says why.

@@ -79,6 +79,9 @@ class App {
   /** Labels saved since the review queue was last loaded: its predictions no longer know them. */
   editsSinceQueue = 0;
   updating: string | null = null;
+  // Predict again by itself after every 1% of the unlabelled images labelled: reviewing in such rounds
+  // finds more of the wrong labels than one fixed ordering (bench/quality.py).
+  autoUpdate = localStorage.getItem('nipgboard.autoUpdate') !== 'off';
   tab: 'review' | 'clusters' | 'similar' | 'duplicates' = 'review';
   search = '';
   opts = { method: 'umap', dims: 3, mode: 'supervised', n_neighbors: 15, min_dist: 0.1, graph: 'mst', resolution: 1.0,
@@ -645,7 +648,11 @@ class App {
     this.toast(`${ids.length} image${ids.length > 1 ? 's' : ''} → ${label ?? '(no label)'} · saved`);
     this.editsSinceQueue += ids.length;
     this.afterEdit();
+    if (this.autoUpdate && this.review && this.editsSinceQueue >= this.updateEvery()) this.updatePredictions();
   }
+
+  /** Labels per round of review: 1% of the unlabelled images, at least one. */
+  updateEvery(): number { return Math.max(1, Math.round(0.01 * (this.review?.unlabelled || 0))); }
 
   async undoLast() {
     const u = this.undo.pop();
@@ -814,6 +821,11 @@ class App {
       h('div', { class: 'muted', text: `${r.queue_length} to review (${r.disagreements} disagreements, ${r.low_confidence} unsure) of ${r.unlabelled} unlabelled; networks: ${(r.networks || []).join(', ')}` }),
       // bench/quality.py: a third network's vote puts more of the wrong labels at the top of the queue
       ...((r.networks || []).length === 2 ? [h('div', { class: 'hint', text: 'Run a third network to find more of the wrong labels.' })] : []),
+      h('label', { class: 'hint', title: 'Each round\'s labels join the training set before the queue is ordered again' },
+        h('input', { type: 'checkbox', id: 'nb-auto-update', checked: this.autoUpdate, onChange: (e: Event) => {
+          this.autoUpdate = (e.target as HTMLInputElement).checked;
+          localStorage.setItem('nipgboard.autoUpdate', this.autoUpdate ? 'on' : 'off');
+        } }), ` Update predictions after every ${this.updateEvery()} label${this.updateEvery() > 1 ? 's' : ''} (1% of the unlabelled)`),
       ...this.updateBar(r),
       ...items.map((it, k) => {
         const i = this.idIndex.get(it.id);
@@ -846,6 +858,7 @@ class App {
     const networks: string[] = this.review?.networks || [];
     if (this.updating || !networks.length) return;
     const run = this.run;
+    const pendingAtStart = this.editsSinceQueue;
     let failed = '';
     for (const [k, network] of networks.entries()) {
       const show = (j: Job) => {
@@ -864,7 +877,9 @@ class App {
     if (failed) { this.toast('Predictions not updated: ' + failed, 5000); if (this.tab === 'review') this.renderReviewList(); return; }
     this.toast('Predictions updated');
     this.reviewPos = 0;
+    const late = this.editsSinceQueue - pendingAtStart;  // labels saved while predicting: not in this update
     if (run === this.run && this.network) await this.loadView(this.network, true);
+    if (late > 0) { this.editsSinceQueue = late; if (this.tab === 'review') this.renderReviewList(); }
     this.loadMetrics();
   }
 
