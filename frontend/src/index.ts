@@ -82,6 +82,7 @@ class App {
   // Predict again by itself after every 1% of the unlabelled images labelled: reviewing in such rounds
   // finds more of the wrong labels than one fixed ordering (bench/quality.py).
   autoUpdate = localStorage.getItem('nipgboard.autoUpdate') !== 'off';
+  autoRetryAt = 0;  // after a failed automatic update: try again one round later, not at every label
   tab: 'review' | 'clusters' | 'similar' | 'duplicates' = 'review';
   search = '';
   opts = { method: 'umap', dims: 3, mode: 'supervised', n_neighbors: 15, min_dist: 0.1, graph: 'mst', resolution: 1.0,
@@ -648,7 +649,7 @@ class App {
     this.toast(`${ids.length} image${ids.length > 1 ? 's' : ''} → ${label ?? '(no label)'} · saved`);
     this.editsSinceQueue += ids.length;
     this.afterEdit();
-    if (this.autoUpdate && this.review && this.editsSinceQueue >= this.updateEvery()) this.updatePredictions();
+    if (this.autoUpdate && this.review && this.editsSinceQueue >= Math.max(this.updateEvery(), this.autoRetryAt)) this.updatePredictions();
   }
 
   /** Labels per round of review: 1% of the unlabelled images, at least one. */
@@ -748,6 +749,7 @@ class App {
         }
         this.reviewById = new Map(this.review.items.map((it: any) => [it.id, it]));
         this.editsSinceQueue = 0;
+        this.autoRetryAt = 0;
         if (this.overlay === 'disagreement') this.applyOverlay();
       } catch (e: any) { pane.replaceChildren(h('p', { class: 'muted', text: e.message })); return; }
       this.renderReviewList();
@@ -874,7 +876,12 @@ class App {
       } catch (e: any) { failed = `${network}: ${e.message}`; break; }
     }
     this.updating = null;
-    if (failed) { this.toast('Predictions not updated: ' + failed, 5000); if (this.tab === 'review') this.renderReviewList(); return; }
+    if (failed) {
+      this.autoRetryAt = this.editsSinceQueue + this.updateEvery();
+      this.toast('Predictions not updated: ' + failed, 5000);
+      if (this.tab === 'review') this.renderReviewList();
+      return;
+    }
     this.toast('Predictions updated');
     this.reviewPos = 0;
     const late = this.editsSinceQueue - pendingAtStart;  // labels saved while predicting: not in this update
