@@ -306,16 +306,11 @@ def committee_vote(X, y, roles, n_classes, proba, chosen, scores, C=10.0, random
     """
     if chosen == VOTE_METHOD:
         return proba
-    roles = np.asarray(roles, dtype=object)
-    train = np.flatnonzero(roles == "train")
-    model = FeaturePredictor(VOTE_METHOD, C=C, random_state=random_state).fit(X[train], y[train], n_classes)
-    vote = np.zeros((len(X), n_classes))
-    rest = np.flatnonzero(roles != "train")
-    if len(rest):
-        vote[rest] = model.predict_proba(X[rest])
-    if VOTE_METHOD not in scores:
-        scores = cross_validate(X[train], y[train], n_classes, (VOTE_METHOD,), C=C, random_state=random_state)
-    vote[train] = scores[VOTE_METHOD][1] if VOTE_METHOD in scores else model.predict_proba(X[train])
+    scored = VOTE_METHOD in scores  # auto cross-validated it already: reuse those out-of-fold predictions
+    vote, _, _ = predict_arrays(X, y, roles, n_classes, method=VOTE_METHOD, C=C, random_state=random_state,
+                                cross_validation=not scored)
+    if scored:
+        vote[np.asarray(roles, dtype=object) == "train"] = scores[VOTE_METHOD][1]
     return vote
 
 
