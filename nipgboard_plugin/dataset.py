@@ -9,7 +9,6 @@ never overwritten by a CSV or folder label.
 """
 import csv
 import hashlib
-import io
 import os
 import time
 from collections import defaultdict
@@ -19,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from . import imaging
-from .errors import UserError
+from .errors import InvalidParameter, UserError
+from .labels import clean_label, printable
 from .store import Store
 
 # Formats accepted by content (a PNG named .dat is still a PNG).
@@ -28,6 +28,25 @@ UNLABELLED_FOLDERS = {"unlabelled", "unlabeled", "unknown", "_unlabelled", "_unl
 
 
 # -- scanning ---------------------------------------------------------------------------------------
+NOT_UTF8 = "file name is not valid UTF-8"
+HASH_CHUNK = 1 << 20
+
+
+def utf8_name(name: str) -> bool:
+    """Whether a name from the file system is valid UTF-8 (Python maps other bytes to lone surrogates)."""
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def shown_name(name: str) -> str:
+    """A file name as text that can be stored and printed: bytes that are not UTF-8 as ``\\xff``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") \
+        if not utf8_name(name) else name
+
+
 def scan(root):
     """Yield ('file', rel_path) for candidate files and ('skip', rel_path, reason) for what cannot be used.
 
@@ -47,7 +66,7 @@ def scan(root):
             return False
 
     def on_error(err):
-        skipped.append((os.path.relpath(err.filename, root), f"cannot read folder: {err.strerror}"))
+        skipped.append((shown_name(os.path.relpath(err.filename, root)), f"cannot read folder: {err.strerror}"))
 
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=on_error):
         st = os.stat(dirpath)
@@ -63,6 +82,9 @@ def scan(root):
         for d in sorted(dirnames):
             full = Path(dirpath) / d
             if d.startswith("."):
+                continue
+            if not utf8_name(d):
+                yield ("skip", shown_name((rel_dir / d).as_posix()), f"{NOT_UTF8} (folder skipped: rename it)")
                 continue
             if full.is_symlink():
                 if not inside_root(full):
@@ -81,6 +103,9 @@ def scan(root):
                 continue
             full = Path(dirpath) / name
             rel = (rel_dir / name).as_posix()
+            if not utf8_name(name):
+                yield ("skip", shown_name(rel), f"{NOT_UTF8} (skipped: rename it)")
+                continue
             if full.is_symlink():
                 if not full.exists():
                     yield ("skip", rel, "broken symbolic link")
@@ -97,38 +122,54 @@ def scan(root):
 
 
 def inspect_file(args):
-    """Worker: hash and fully decode one file. Returns a dict with 'ok' and either facts or a reason."""
+    """Worker: hash and fully decode one file. Returns a dict with 'ok' and either facts or a reason.
+
+    The file is hashed in chunks and decoded from the same open file (Pillow reads what it needs), so
+    a huge file never sits in memory whole.
+    """
     root, rel = args
     path = os.path.join(root, rel)
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        fh = open(path, "rb")
     except PermissionError:
         return {"rel": rel, "ok": False, "reason": "permission denied"}
     except OSError as exc:
         return {"rel": rel, "ok": False, "reason": f"cannot read file: {exc.strerror or exc}"}
-    if not data:
-        return {"rel": rel, "ok": False, "reason": "empty file (0 bytes)"}
-    try:
-        img = imaging.open_image(io.BytesIO(data))
-    except imaging.UnreadableImage as exc:
-        return {"rel": rel, "ok": False, "reason": str(exc)}
-    except Exception as exc:  # whatever a decoder throws, one bad file never stops an ingest
-        return {"rel": rel, "ok": False, "reason": f"cannot decode: {type(exc).__name__}: {exc}"}
-    if img.format not in ACCEPTED_FORMATS:
-        return {"rel": rel, "ok": False, "reason": f"unsupported image format {img.format}"}
-    width, height = img.size
-    if imaging.exif_orientation(img) in (5, 6, 7, 8):  # rotated by 90 degrees when shown
-        width, height = height, width
+    with fh:
+        digest, n_bytes = hashlib.sha256(), 0
+        try:
+            while True:
+                chunk = fh.read(HASH_CHUNK)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                n_bytes += len(chunk)
+            fh.seek(0)
+        except OSError as exc:
+            return {"rel": rel, "ok": False, "reason": f"cannot read file: {exc.strerror or exc}"}
+        if not n_bytes:
+            return {"rel": rel, "ok": False, "reason": "empty file (0 bytes)"}
+        try:
+            img = imaging.open_image(fh)
+            if img.format not in ACCEPTED_FORMATS:
+                return {"rel": rel, "ok": False, "reason": f"unsupported image format {img.format}"}
+            width, height = img.size
+            if imaging.exif_orientation(img) in (5, 6, 7, 8):  # rotated by 90 degrees when shown
+                width, height = height, width
+            mode, fmt = img.mode, img.format
+        except imaging.UnreadableImage as exc:
+            return {"rel": rel, "ok": False, "reason": str(exc)}
+        except Exception as exc:  # whatever a decoder throws, one bad file never stops an ingest
+            return {"rel": rel, "ok": False, "reason": f"cannot decode: {type(exc).__name__}: {exc}"}
     return {
         "rel": rel,
         "ok": True,
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "sha256": digest.hexdigest(),
         "width": width,
         "height": height,
-        "mode": img.mode,
-        "format": "JPEG" if img.format == "MPO" else img.format,
-        "n_bytes": len(data),
+        "mode": mode,
+        "format": "JPEG" if fmt == "MPO" else fmt,
+        "n_bytes": n_bytes,
     }
 
 
@@ -145,38 +186,80 @@ def folder_labels(rel_paths):
 
 
 def read_labels_csv(csv_path, images_root):
-    """Read ``path,label`` rows (header optional). Returns ({rel_path: label}, [issues])."""
+    """Read ``path,label`` rows (header optional), before anything is added to the dataset.
+
+    Returns ``([(where, paths, label)], [(where, issue)])``: ``paths`` are the row's path as written
+    and, when it differs, stripped of surrounding spaces (tried in that order); absolute paths are
+    made relative to ``images_root``. A file that cannot be read as UTF-8 CSV raises UserError.
+    Messages never repeat a row's cells unless they are a valid label or an image file name, so a
+    wrong file given as labels (a key file, say) is not echoed.
+    """
     csv_path = Path(csv_path)
-    if not csv_path.is_file():
+    if not csv_path.exists():
         raise UserError(f"Labels file not found: {csv_path}")
+    if csv_path.is_dir():
+        raise UserError(f"The labels file {csv_path} is a folder: give the CSV file of path,label rows.")
+    if not csv_path.is_file():
+        raise UserError(f"The labels file {csv_path} is not a regular file: give the CSV file of path,label rows.")
     root = Path(images_root).resolve()
-    labels, issues = {}, []
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        for line_no, row in enumerate(csv.reader(fh), start=1):
-            if not row or all(not c.strip() for c in row):
-                continue
-            if line_no == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
-                continue
-            where = f"{csv_path.name} line {line_no}"
-            if len(row) < 2:
-                issues.append((where, f"expected 'path,label', got {','.join(row)!r}"))
-                continue
-            raw_path, label = row[0].strip(), row[1].strip()
-            if not label:
-                continue  # an explicitly unlabelled image
-            p = Path(raw_path)
-            if p.is_absolute():
-                try:
-                    rel = p.resolve().relative_to(root).as_posix()
-                except ValueError:
-                    issues.append((where, f"{raw_path} is outside the images folder {root}"))
+    entries, issues = [], []
+    row_no = 0
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            for row_no, row in enumerate(csv.reader(fh), start=1):
+                if not row or all(not c.strip() for c in row):
                     continue
-            else:
-                rel = p.as_posix()
-            if rel in labels and labels[rel] != label:
-                issues.append((where, f"{rel} labelled twice ({labels[rel]!r}, then {label!r}); the last one is used"))
-            labels[rel] = label
-    return labels, issues
+                if row_no == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
+                    continue
+                where = f"{csv_path.name} row {row_no}"
+                if len(row) < 2:
+                    issues.append((where, f"expected 'path,label', found {len(row)} column"))
+                    continue
+                if not row[1].strip():
+                    continue  # an explicitly unlabelled image
+                try:
+                    label = clean_label(row[1])
+                except InvalidParameter as exc:
+                    issues.append((where, f"label refused: {exc}"))
+                    continue
+                raw_path = row[0]
+                if not raw_path.strip():
+                    issues.append((where, "the path is empty"))
+                    continue
+                rels = []
+                for candidate in dict.fromkeys([raw_path, raw_path.strip()]):
+                    p = Path(candidate)
+                    if p.is_absolute():
+                        try:
+                            p = p.resolve().relative_to(root)
+                        except (ValueError, OSError, RuntimeError):
+                            continue
+                    rels.append(p.as_posix())
+                if not rels:
+                    issues.append((where, f"{_shown_path(raw_path)} is outside the images folder {root}"))
+                    continue
+                entries.append((where, rels, label))
+    except PermissionError:
+        raise UserError(f"Cannot read the labels file {csv_path}: permission denied. Nothing was added.") from None
+    except UnicodeDecodeError:
+        raise UserError(f"The labels file {csv_path} is not UTF-8 text (saved as Latin-1 or Windows-1252, or not "
+                        "a CSV file at all): save it as a UTF-8 CSV of path,label rows. Nothing was added.") from None
+    except csv.Error as exc:
+        raise UserError(f"The labels file {csv_path} is not a valid CSV file (row {row_no + 1}: {exc}). "
+                        "Nothing was added.") from None
+    except OSError as exc:
+        raise UserError(f"Cannot read the labels file {csv_path}: {exc.strerror or type(exc).__name__}. "
+                        "Nothing was added.") from None
+    return entries, issues
+
+
+def _shown_path(raw_path):
+    """A path from the labels CSV for a message: shown when it is an image file name, else described."""
+    text = raw_path.strip()
+    if (os.path.splitext(text)[1].lower() in imaging.IMAGE_EXTENSIONS and len(text) <= 300
+            and text == printable(text, 300)):
+        return text
+    return "a path that names no image file (not shown)"
 
 
 # -- splits -----------------------------------------------------------------------------------------
@@ -214,10 +297,12 @@ def ingest(logdir, images_dir, labels_csv=None, folder_labels_from_subdirs=False
     if not 0.0 <= float(test_fraction) < 1.0:
         raise UserError(f"--test-fraction must be in [0, 1), got {test_fraction}")
     started = time.time()
+    root = images_dir.resolve()
+    # The labels file is read before the dataset is touched: a bad file adds nothing.
+    csv_rows = read_labels_csv(labels_csv, root) if labels_csv else None
     store = Store(logdir, create=True)
     try:
         known_root = store.get_meta("images_root")
-        root = images_dir.resolve()
         if known_root is not None and Path(known_root) != root:
             raise UserError(
                 f"{logdir} already holds the dataset of {known_root}; use another LOGDIR for {root}."
@@ -228,7 +313,7 @@ def ingest(logdir, images_dir, labels_csv=None, folder_labels_from_subdirs=False
             store.set_meta("seed", int(seed), conn)
 
         report = _add_files(store, root, progress, workers)
-        label_report = _apply_labels(store, root, labels_csv, folder_labels_from_subdirs)
+        label_report = _apply_labels(store, csv_rows, folder_labels_from_subdirs)
         new_splits = _assign_splits(store, float(test_fraction), int(seed))
         summary = store.summary()
         summary["this_run"] = dict(report, **label_report, newly_split=new_splits,
@@ -317,30 +402,53 @@ class _InlinePool:
         return map(func, iterable)
 
 
-def _apply_labels(store, root, labels_csv, from_folders):
-    wanted, issues = {}, []
+def _apply_labels(store, csv_rows, from_folders):
+    """Store the labels from class folders and the CSV rows (``read_labels_csv``'s answer), never
+    overwriting a stored label; record every problem in ``label_issues``."""
+    wanted, issues = {}, []  # rel -> (where, label)
     if from_folders:
         paths = [p for (p,) in store.conn.execute("SELECT path FROM images UNION SELECT path FROM duplicates")]
-        wanted.update(folder_labels(paths))
-    if labels_csv:
-        csv_labels, csv_issues = read_labels_csv(labels_csv, root)
+        refused = {}
+        for rel, folder in folder_labels(paths).items():
+            try:
+                wanted[rel] = ("folders", clean_label(folder, "folder label"))
+            except InvalidParameter as exc:
+                refused.setdefault(folder, str(exc))
+        for folder, why in sorted(refused.items()):
+            issues.append(("folders", f"folder {printable(folder)}/ gives no label: {why}"))
+    unreadable = {p for (p,) in store.conn.execute("SELECT path FROM unreadable")}
+    if csv_rows is not None:
+        entries, csv_issues = csv_rows
         issues.extend(csv_issues)
-        wanted.update(csv_labels)
+        from_csv = {}
+        for where, rels, label in entries:
+            rel = next((r for r in rels if store.image_id_for_path(r) is not None), None)
+            if rel is None:
+                bad = next((r for r in rels if r in unreadable), None)
+                shown = _shown_path(rels[0])
+                if bad is not None:
+                    issues.append((where, f"{shown} is unreadable (see the unreadable files)"))
+                else:
+                    issues.append((where, f"{shown} is not in the images folder"))
+                continue
+            if rel in from_csv and from_csv[rel] != label:
+                issues.append((where, f"{printable(rel, 300)} labelled twice ('{printable(from_csv[rel])}', then "
+                                      f"'{printable(label)}'); the last one is used"))
+            from_csv[rel] = label
+            wanted[rel] = (where, label)
     if not wanted and not issues:
         return {"labels_added": 0, "label_conflicts": 0}
 
-    unreadable = {p for (p,) in store.conn.execute("SELECT path FROM unreadable")}
     current = store.labels()
     per_image = {}
-    for rel, label in sorted(wanted.items()):
+    for rel, (where, label) in sorted(wanted.items()):
         image_id = store.image_id_for_path(rel)
         if image_id is None:
-            why = "is unreadable (see the unreadable files)" if rel in unreadable else "is not in the images folder"
-            issues.append(("labels", f"{rel} {why}"))
-            continue
+            continue  # a folder label of a path that is no longer stored
         if image_id in per_image and per_image[image_id][1] != label:
-            issues.append(("labels", f"{rel} is a duplicate of an image labelled {per_image[image_id][1]!r}; "
-                                     f"keeping that label, not {label!r}"))
+            kept = printable(per_image[image_id][1])
+            issues.append((where, f"{printable(rel, 300)} is a duplicate of an image labelled '{kept}'; "
+                                  f"keeping that label, not '{printable(label)}'"))
             continue
         per_image.setdefault(image_id, (rel, label))
     new, conflicts = [], 0
@@ -350,8 +458,9 @@ def _apply_labels(store, root, labels_csv, from_folders):
             new.append((image_id, label))
         elif stored != label:
             conflicts += 1
-            issues.append(("labels", f"{rel}: stored label {stored!r} kept; the input says {label!r}"))
-    source = "csv" if labels_csv else "folder"
+            issues.append(("labels", f"{printable(rel, 300)}: stored label '{printable(stored)}' kept; "
+                                     f"the input says '{printable(label)}'"))
+    source = "csv" if csv_rows is not None else "folder"
     store.set_labels(new, source=source)
     with store.transaction() as conn:
         conn.execute("DELETE FROM label_issues")

@@ -7,6 +7,13 @@ has predictions), ``confidence``, ``final_label`` (the expert's label when there
 prediction), ``cluster`` (per network with clusters, ``network:cluster`` joined by ``;``), ``votes``
 (``network=label`` joined by ``;``) and ``flagged`` (1 when the image is in the review queue: the
 networks or a network's predictors disagree, or the confidence is low).
+
+Safe to open in a spreadsheet: every field is quoted (``csv.QUOTE_ALL``), so a path holding a comma,
+a quote, a line feed or a carriage return stays one cell of one row; and a text cell that starts with
+``=``, ``+``, ``-``, ``@``, a tab or a carriage return, which Excel, LibreOffice and Google Sheets
+would run as a formula ("CSV injection"), is written with a single quote ``'`` in front, as OWASP
+advises: a file named ``=HYPERLINK(...).png`` shows as ``'=HYPERLINK(...).png``, never as a link.
+Numbers (``confidence``, ``flagged``) are written as they are.
 """
 import csv
 import io
@@ -15,6 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(cell: str) -> str:
+    """``cell`` with a ``'`` in front when a spreadsheet would read it as a formula."""
+    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
+
 
 COLUMNS = ["path", "role", "expert_label", "predicted", "confidence", "final_label", "cluster", "votes", "flagged"]
 
@@ -44,14 +59,15 @@ def export_csv(logdir, out, networks=None, low_confidence=0.6):
     else:
         notes.append(f"no predictions yet: run `nipgboard predict {logdir} --network ID` to fill 'predicted'")
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
     w.writerow(COLUMNS)
     for i in range(n):
         expert = inp.labels[i]
         pred = consensus[i]
-        w.writerow([inp.paths[i], inp.roles[i], expert or "", pred or "",
-                    "" if conf[i] is None else f"{float(conf[i]):.4f}", expert or pred or "",
-                    clusters[i], votes[i], int(flagged[i])])
+        text = [str(v) for v in (inp.paths[i], inp.roles[i], expert or "", pred or "")]
+        w.writerow([neutralise(v) for v in text]
+                   + ["" if conf[i] is None else f"{float(conf[i]):.4f}", neutralise(str(expert or pred or "")),
+                      neutralise(clusters[i]), neutralise(votes[i]), int(flagged[i])])
     out = Path(out)
     if out.is_dir():
         raise UserError(f"{out} is a folder: give a file name for the CSV, e.g. {out / 'labels.csv'}")

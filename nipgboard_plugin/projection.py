@@ -23,10 +23,12 @@ import warnings
 
 import numpy as np
 
-from .errors import UserError
+from .errors import InvalidParameter, UserError
 
 METHODS = ("umap", "pca")
 MODES = ("supervised", "semi-supervised", "unsupervised")
+# UMAP places new images with n_epochs // 3 epochs and fails with none: fewer epochs than this are raised to it.
+MIN_UMAP_EPOCHS = 3
 UMAP_OPTIONS = ("n_neighbors", "min_dist", "learning_rate", "local_connectivity",
                 "negative_sample_rate", "n_epochs", "metric")
 
@@ -82,7 +84,8 @@ class Projection:
     """UMAP or PCA projection of feature vectors to ``n_components`` (2 or 3) dimensions.
 
     Parameters follow umap-learn's ``UMAP``: ``n_neighbors``, ``min_dist``, ``learning_rate``,
-    ``local_connectivity``, ``negative_sample_rate``, ``n_epochs`` (None: UMAP's default),
+    ``local_connectivity``, ``negative_sample_rate``, ``n_epochs`` (None: UMAP's default; at least
+    :data:`MIN_UMAP_EPOCHS` are run),
     ``metric`` (in the space UMAP sees: after normalisation and PCA), ``target_weight`` (how much
     the labels shape a supervised fit, 0..1). ``pca_dims`` (None or 0: off) reduces the features
     before UMAP; with ``method='pca'`` the projection is PCA to ``n_components`` itself.
@@ -165,7 +168,7 @@ class Projection:
             n_components=self.n_components, n_neighbors=int(self.n_neighbors), min_dist=float(self.min_dist),
             learning_rate=float(self.learning_rate), local_connectivity=float(self.local_connectivity),
             negative_sample_rate=int(self.negative_sample_rate),
-            n_epochs=None if self.n_epochs in (None, 0) else int(self.n_epochs),
+            n_epochs=None if self.n_epochs in (None, 0) else max(MIN_UMAP_EPOCHS, int(self.n_epochs)),
             metric=self.metric, target_weight=float(self.target_weight), random_state=self.random_state,
             transform_seed=0 if self.random_state is None else int(self.random_state),
             n_jobs=1, low_memory=True,
@@ -301,6 +304,7 @@ def project_dataset(logdir, network_id, mode="supervised", fit_on=None, inputs=N
 
 DEFAULT_UMAP_GRID = {"n_neighbors": [10, 30], "min_dist": [0.0, 0.1]}
 DEFAULT_GRAPH_GRID = {"graph": ["mst"], "resolution": [0.1, 1.0]}
+MAX_GRID_CONFIGS = 200  # UMAP x graph configurations one search may score (each UMAP one fitted per fold)
 
 
 def _expand(grid):
@@ -309,6 +313,30 @@ def _expand(grid):
     keys = list(grid)
     for combo in itertools.product(*(grid[k] for k in keys)):
         yield dict(zip(keys, combo))
+
+
+def _grid_size(grid, name):
+    """How many configurations ``grid`` expands to (the product of its lists' lengths), without expanding it."""
+    if not isinstance(grid, dict):
+        raise InvalidParameter(f"{name} must map each option to a list of values")
+    size = 1
+    for key, values in grid.items():
+        if not isinstance(values, (list, tuple)) or not values:
+            raise InvalidParameter(f"{name}[{key!r}] must be a non-empty list of values")
+        size *= len(values)
+    return size
+
+
+def check_grid(umap_grid=None, graph_grid=None):
+    """The number of configurations of a search; InvalidParameter when it exceeds :data:`MAX_GRID_CONFIGS`."""
+    n_umap = _grid_size(umap_grid or DEFAULT_UMAP_GRID, "umap_grid")
+    n_graph = _grid_size(graph_grid or DEFAULT_GRAPH_GRID, "graph_grid")
+    total = n_umap * n_graph
+    if total > MAX_GRID_CONFIGS:
+        raise InvalidParameter(
+            f"The search grid has {total} configurations ({n_umap} UMAP x {n_graph} graph), more than the limit "
+            f"of {MAX_GRID_CONFIGS}: give fewer values per option.")
+    return total
 
 
 def grid_search(X, y, umap_grid=None, graph_grid=None, n_folds=3, random_state=0, base_params=None,
@@ -327,6 +355,7 @@ def grid_search(X, y, umap_grid=None, graph_grid=None, n_folds=3, random_state=0
 
     umap_grid = umap_grid or DEFAULT_UMAP_GRID
     graph_grid = graph_grid or DEFAULT_GRAPH_GRID
+    check_grid(umap_grid, graph_grid)
     y = np.asarray(y, dtype=np.int64)
     counts = np.bincount(y)
     n_folds = int(min(n_folds, counts[counts > 0].min()))
@@ -334,12 +363,12 @@ def grid_search(X, y, umap_grid=None, graph_grid=None, n_folds=3, random_state=0
         raise UserError("Every class needs at least 2 labelled train images for a cross-validated search.")
     folds = list(StratifiedKFold(n_folds, shuffle=True, random_state=random_state).split(X, y))
     n_classes = int(y.max() + 1)
-    umap_cfgs = list(_expand(umap_grid))
-    graph_cfgs = list(_expand(graph_grid))
+    umap_cfgs, graph_cfgs = {}, {}
     scores = {}
-    total = len(umap_cfgs) * len(folds)
+    total = _grid_size(umap_grid, "umap_grid") * len(folds)
     done = 0
-    for ui, ucfg in enumerate(umap_cfgs):
+    for ui, ucfg in enumerate(_expand(umap_grid)):
+        umap_cfgs[ui] = ucfg
         params = dict(base_params or {}, **ucfg)
         params.setdefault("random_state", random_state)
         for tr, va in folds:
@@ -349,7 +378,8 @@ def grid_search(X, y, umap_grid=None, graph_grid=None, n_folds=3, random_state=0
             proj = Projection(**params).fit(X[tr], y[tr])
             Y = np.vstack([proj.embedding_, proj.transform(X[va])])
             yy = np.concatenate([y[tr], np.full(len(va), -1)])
-            for gi, gcfg in enumerate(graph_cfgs):
+            for gi, gcfg in enumerate(_expand(graph_grid)):
+                graph_cfgs[gi] = gcfg
                 est = graph.GraphClustering(random_state=random_state, **gcfg).fit(Y)
                 table = graph.label_clusters(est.labels_, yy, n_classes)
                 pred, _, _ = graph.assign_labels(Y, est.labels_, table, est.edge_length_)
@@ -373,6 +403,7 @@ def search_dataset(logdir, network_id, umap_grid=None, graph_grid=None, n_folds=
 
     from . import graph, results
 
+    check_grid(umap_grid, graph_grid)  # before anything is loaded or fitted
     inp = results.load_inputs(logdir, network_id)
     classes = list(inp.classes())
     if len(classes) < 2:

@@ -191,7 +191,11 @@ def label_images(logdir, label=None, images=(), ids=(), pairs=(), cluster=None, 
     them with ``overwrite``). Nothing is written when any image is unknown.
     """
     from . import graph, results
+    from .labels import clean_label, printable
 
+    if label is not None and str(label).strip() != "":
+        label = clean_label(label)  # the same rule as the web panel and the labels CSV: refused, never stored
+    pairs = [(p, clean_label(lab, f"the label of {printable(p, 80)}")) for p, lab in pairs]
     store = results.open_store(logdir)
     try:
         assignments = []

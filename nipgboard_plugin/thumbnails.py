@@ -12,10 +12,15 @@ changed file never shows a stale picture and nothing is written outside the logd
 * ``sprites/<tile>/page<p>-<key>.jpg``: atlases of square tiles (thumbnails centred on white), in
   image-id order, row-major, at most 8192 x 8192 px each (the Projector's and WebGL's safe limit);
   ``key`` hashes the page's (id, content) list, so adding images redraws only the pages that change.
+  A page drawn while some files were unreadable notes them (``page<p>-<key>.placeholders.json``, with
+  each file's mtime, size and inode then); once one of them changes (is restored), the page is redrawn;
+* ``converted/<aa>/<sha256>.png``: full images converted for the browser (TIFF, BMP, 16-bit...), made by
+  at most two conversions at a time, scaled down to 40 megapixels at most.
 """
 import contextlib
 import hashlib
 import io
+import json
 import math
 import os
 import tempfile
@@ -23,7 +28,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw
 
 from . import imaging, paths
 from .errors import UserError
@@ -82,16 +87,65 @@ def _read_file(real_path, limit=MAX_FULL_IMAGE_BYTES) -> bytes:
 
 def full_image(store: Store, image_id: int):
     """(bytes, content type) of the image at full resolution: the file itself when browsers show its
-    format, otherwise (TIFF, BMP, 16-bit...) converted to PNG by the dataset's reading rule."""
+    format, otherwise (TIFF, BMP, 16-bit...) converted to PNG by the dataset's reading rule.
+
+    A conversion is done once and cached (``converted/<aa>/<sha256>.png`` under the run's data folder),
+    at most :data:`MAX_CONVERSIONS` run at a time, and images over :data:`MAX_CONVERTED_PIXELS` are
+    scaled down to fit: many requests for big TIFFs cannot exhaust the server's memory.
+    """
     real = resolve_image_file(store, image_id)
     info = store.image_by_id(image_id)
     mime = WEB_FORMATS.get(info["format"])
     if mime is not None and info["mode"] in ("RGB", "RGBA", "L", "LA", "P", "1", "CMYK", "YCbCr"):
         return _read_file(real), mime
-    img = _decode(real)
+    cached = converted_dir(store.logdir) / info["sha256"][:2] / f"{info['sha256']}.png"
+    with contextlib.suppress(FileNotFoundError):
+        return cached.read_bytes(), "image/png"
+    with _conversion_slots:
+        with contextlib.suppress(FileNotFoundError):  # converted while this request waited
+            return cached.read_bytes(), "image/png"
+        with _counting_conversion():
+            data = _convert_to_png(real)
+        _atomic_write(cached, data)
+    return data, "image/png"
+
+
+# Conversions for full_image: bounded in number and size.
+MAX_CONVERSIONS = 2
+MAX_CONVERTED_PIXELS = 40_000_000
+_conversion_slots = threading.BoundedSemaphore(MAX_CONVERSIONS)
+_conversion_stats_lock = threading.Lock()
+conversion_stats = {"active": 0, "peak": 0, "done": 0}  # read by tests and diagnostics
+
+
+@contextlib.contextmanager
+def _counting_conversion():
+    with _conversion_stats_lock:
+        conversion_stats["active"] += 1
+        conversion_stats["peak"] = max(conversion_stats["peak"], conversion_stats["active"])
+    try:
+        yield
+    finally:
+        with _conversion_stats_lock:
+            conversion_stats["active"] -= 1
+            conversion_stats["done"] += 1
+
+
+def _convert_to_png(real_path) -> bytes:
+    img = _decode(real_path)
+    n_pixels = img.width * img.height
+    if n_pixels > MAX_CONVERTED_PIXELS:
+        scale = math.sqrt(MAX_CONVERTED_PIXELS / n_pixels)
+        size = (max(1, int(img.width * scale)), max(1, int(img.height * scale)))
+        img = img.resize(size, Image.BICUBIC, reducing_gap=2.0)
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=3)
-    return buf.getvalue(), "image/png"
+    del img
+    return buf.getvalue()
+
+
+def converted_dir(run_dir) -> Path:
+    return paths.data_dir(run_dir) / "converted"
 
 
 def _decode(real_path, draft=None) -> Image.Image:
@@ -126,7 +180,12 @@ def sprites_dir(run_dir) -> Path:
 def _thumb_image(real_path, size) -> Image.Image:
     img = _decode(real_path, draft=(size * 2, size * 2))
     # Fit the box both ways: small images (28 px Fashion-MNIST, say) are enlarged to fill the tile.
-    return ImageOps.contain(img, (size, size), Image.LANCZOS if size <= 128 else Image.BICUBIC)
+    # Very thin images keep at least one pixel across (a 1 x 60000 strip stays visible, never empty).
+    scale = min(size / img.width, size / img.height)
+    fitted = (min(size, max(1, round(img.width * scale))), min(size, max(1, round(img.height * scale))))
+    if fitted == img.size:
+        return img
+    return img.resize(fitted, Image.LANCZOS if size <= 128 else Image.BICUBIC)
 
 
 def _encode_jpeg(img) -> bytes:
@@ -179,15 +238,43 @@ def _page_path(run_dir, tile, page, key) -> Path:
     return sprites_dir(run_dir) / str(tile) / f"page{page}-{key}.jpg"
 
 
+def _placeholders_path(page_path: Path) -> Path:
+    """Beside a page drawn with placeholder tiles: which files they stand for, and their state then."""
+    return page_path.with_suffix(".placeholders.json")
+
+
+def _source_state(root, rel):
+    """What identifies the current version of an image file: (mtime, size, inode), or None if absent."""
+    try:
+        st = os.stat(os.path.join(root, rel))
+    except (OSError, ValueError):
+        return None
+    return [st.st_mtime_ns, st.st_size, st.st_ino]
+
+
+def _page_ready(path: Path, root) -> bool:
+    """The page is drawn, and no file drawn as a placeholder on it has changed (been restored) since."""
+    if not path.is_file():
+        return False
+    try:
+        recorded = json.loads(_placeholders_path(path).read_text())
+    except FileNotFoundError:
+        return True  # every tile of the page is the image's thumbnail
+    except (OSError, ValueError):
+        return False
+    return all(_source_state(root, rel) == state for rel, state in recorded.get("files", []))
+
+
 def sprite_index(run_dir, store: Store, tile: int) -> dict:
     """How the sprite atlases of a run are laid out, and which pages are drawn already."""
     if tile not in TILE_SIZES:
         raise UserError(f"tile size must be one of {', '.join(map(str, TILE_SIZES))}")
     rows = store.image_rows("id, sha256, path")
+    root = str(store.images_root())
     pages = sprite_layout(len(rows), tile)
     for pg in pages:
         key = _page_key(tile, rows[pg["first"]:pg["first"] + pg["count"]])
-        pg["ready"] = _page_path(run_dir, tile, pg["page"], key).is_file()
+        pg["ready"] = _page_ready(_page_path(run_dir, tile, pg["page"], key), root)
     return {"tile": tile, "images": len(rows), "order": "image id, ascending (the order of /images)",
             "pages": pages}
 
@@ -211,12 +298,17 @@ def _placeholder(tile):
 
 def _tile_image(run_dir, root, real_root, tile, row):
     """The tile of one image, from the thumbnail cache when possible; a placeholder if unreadable."""
+    return _tile_and_kind(run_dir, root, real_root, tile, row)[0]
+
+
+def _tile_and_kind(run_dir, root, real_root, tile, row):
+    """(tile image, whether it is a placeholder)."""
     image_id, sha, rel = row
     cached = thumbs_dir(run_dir) / str(tile) / sha[:2] / f"{sha}.jpg"
     try:
         real = os.path.realpath(os.path.join(root, rel))
         if os.path.commonpath([real, real_root]) != real_root or ".." in rel.split("/"):
-            return _placeholder(tile)
+            return _placeholder(tile), True
         try:
             with Image.open(cached) as im:
                 img = im.convert("RGB")
@@ -224,24 +316,34 @@ def _tile_image(run_dir, root, real_root, tile, row):
             img = _thumb_image(real, tile)
             _atomic_write(cached, _encode_jpeg(img))
     except (UserError, OSError):
-        return _placeholder(tile)
+        return _placeholder(tile), True
     if img.size == (tile, tile):
-        return img
+        return img, False
     canvas = Image.new("RGB", (tile, tile), BACKGROUND)
     canvas.paste(img, ((tile - img.width) // 2, (tile - img.height) // 2))
-    return canvas
+    return canvas, False
 
 
 def _draw_page(run_dir, root, tile, pg, rows, progress=None, done_before=0, total=None, threads=2):
+    """(JPEG bytes of the page, [(path, file state)] of the tiles drawn as placeholders)."""
     real_root = os.path.realpath(root)
     atlas = Image.new("RGB", (pg["width"], pg["height"]), BACKGROUND)
     cols = pg["columns"]
+
+    def one(row):
+        state = _source_state(root, row[2])  # before reading: a later change always shows as a change
+        img, placeholder = _tile_and_kind(run_dir, root, real_root, tile, row)
+        return img, ((row[2], state) if placeholder else None)
+
+    placeholders = []
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        for i, img in enumerate(pool.map(lambda r: _tile_image(run_dir, root, real_root, tile, r), rows)):
+        for i, (img, missing) in enumerate(pool.map(one, rows)):
             atlas.paste(img, ((i % cols) * tile, (i // cols) * tile))
+            if missing is not None:
+                placeholders.append(missing)
             if progress and (i % 256 == 255 or i == len(rows) - 1):
                 progress(done_before + i + 1, total)
-    return _encode_jpeg(atlas)
+    return _encode_jpeg(atlas), placeholders
 
 
 def sprite_page(run_dir, store: Store, tile: int, page: int, allow_draw_limit=SYNC_SPRITE_LIMIT) -> bytes:
@@ -256,22 +358,31 @@ def sprite_page(run_dir, store: Store, tile: int, page: int, allow_draw_limit=SY
     page_rows = rows[pg["first"]:pg["first"] + pg["count"]]
     key = _page_key(tile, page_rows)
     path = _page_path(run_dir, tile, page, key)
-    with contextlib.suppress(FileNotFoundError):
-        return path.read_bytes()
+    root = str(store.images_root())
+    if _page_ready(path, root):
+        with contextlib.suppress(FileNotFoundError):
+            return path.read_bytes()
     if pg["count"] > allow_draw_limit:
         raise SpriteNotReady(f"sprite page {page} ({pg['count']} images) is not drawn yet: start a 'sprites' job")
     with _lock_for((str(run_dir), tile, page)):
-        with contextlib.suppress(FileNotFoundError):
-            return path.read_bytes()
-        data = _draw_page(run_dir, str(store.images_root()), tile, pg, page_rows)
-        _save_page(run_dir, tile, page, path, data)
+        if _page_ready(path, root):
+            with contextlib.suppress(FileNotFoundError):
+                return path.read_bytes()
+        data, placeholders = _draw_page(run_dir, root, tile, pg, page_rows)
+        _save_page(run_dir, tile, page, path, data, placeholders)
         return data
 
 
-def _save_page(run_dir, tile, page, path, data):
+def _save_page(run_dir, tile, page, path, data, placeholders=()):
+    side = _placeholders_path(path)
+    if placeholders:  # written first: a page never looks complete while its note is missing
+        _atomic_write(side, json.dumps({"files": [list(p) for p in placeholders]}).encode())
     _atomic_write(path, data)
-    for old in path.parent.glob(f"page{page}-*.jpg"):
-        if old != path:
+    if not placeholders:
+        with contextlib.suppress(FileNotFoundError):
+            side.unlink()
+    for old in list(path.parent.glob(f"page{page}-*.jpg")) + list(path.parent.glob(f"page{page}-*.json")):
+        if old not in (path, side):
             with contextlib.suppress(OSError):
                 old.unlink()
 
@@ -286,12 +397,12 @@ def build_sprites(run_dir, tile=DEFAULT_TILE, progress=None) -> dict:
     for pg in pages:
         page_rows = rows[pg["first"]:pg["first"] + pg["count"]]
         path = _page_path(run_dir, tile, pg["page"], _page_key(tile, page_rows))
-        if path.is_file():
+        if _page_ready(path, root):
             if progress:
                 progress(pg["first"] + pg["count"], len(rows))
             continue
         with _lock_for((str(run_dir), tile, pg["page"])):
-            data = _draw_page(run_dir, root, tile, pg, page_rows, progress, pg["first"], len(rows))
-            _save_page(run_dir, tile, pg["page"], path, data)
+            data, placeholders = _draw_page(run_dir, root, tile, pg, page_rows, progress, pg["first"], len(rows))
+            _save_page(run_dir, tile, pg["page"], path, data, placeholders)
         drawn += 1
     return {"tile": tile, "images": len(rows), "pages": len(pages), "drawn": drawn}
