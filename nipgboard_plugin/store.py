@@ -182,9 +182,18 @@ class Store:
         ``assignments`` is an iterable of (image_id, label). Returns the number of labels changed.
         Unchanged labels write nothing. Unknown image ids raise ``KeyError`` before anything is written.
         """
+        return self.set_labels_with_previous(assignments, source)[0]
+
+    def set_labels_with_previous(self, assignments, source="user"):
+        """:meth:`set_labels`, also returning ``{image_id: label before this call}`` (None: none).
+
+        The previous labels are read inside the same write transaction as the change, so with several
+        writers at once each answer says exactly what its own change replaced (what the history records).
+        """
         assignments = [(int(i), None if lab is None else str(lab)) for i, lab in assignments]
         now = time.time()
         changed = 0
+        previous = {}
         with self.transaction() as conn:
             for image_id, label in assignments:
                 if conn.execute("SELECT 1 FROM images WHERE id=?", (image_id,)).fetchone() is None:
@@ -192,6 +201,7 @@ class Store:
             for image_id, label in assignments:
                 row = conn.execute("SELECT label FROM labels WHERE image_id=?", (image_id,)).fetchone()
                 old = row[0] if row else None
+                previous.setdefault(image_id, old)
                 if old == label:
                     continue
                 if label is None:
@@ -208,7 +218,7 @@ class Store:
                     (image_id, old, label, source, now),
                 )
                 changed += 1
-        return changed
+        return changed, previous
 
     def label_history(self, image_id=None, limit=None):
         sql = "SELECT id, image_id, old_label, new_label, source, at FROM label_history"
