@@ -65,7 +65,7 @@ def main(argv=None):
         (work / "logdir").mkdir()
         print(f"wrote {3 * per_class + n_photos + 150} images in {time.perf_counter() - t0:.1f} s", flush=True)
 
-        with TensorBoardServer(work / "logdir", home, log_path=work / "tensorboard.log") as tb:
+        with TensorBoardServer(work / "logdir", home, log_path=work / "tensorboard.log", roots=[work]) as tb:
             tb.run_job("small", "ingest", images=str(work / "small"), folder_labels=True)
             tb.run_job("small", "embed", network=args.network, timeout=600)
             tb.run_job("big", "ingest", images=str(work / "big"), folder_labels=True, timeout=600)

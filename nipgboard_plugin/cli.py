@@ -1,97 +1,63 @@
-"""`nipgboard`: every pipeline operation from the shell.
+"""`nipgboard`: every step of the pipeline from the shell.
 
-Each command parses its arguments, calls the library and returns a JSON-able
-dict; with ``--json`` that dict is printed as one JSON document, otherwise as
-readable text. Errors the user can fix print one line (no traceback) and exit 2.
+The step commands and their options come from the registry (:mod:`.steps`): each parameter's flag,
+default, range and help are the step's own declaration. A few commands are not steps (summary,
+networks, label, register-network). Each command returns a JSON-able dict; with ``--json`` it is
+printed as one JSON document, otherwise as readable text. Errors the user can fix print one line (no
+traceback; ``{"error": ...}`` under ``--json``) and exit with the error's exit code (2).
 """
 import argparse
 import json
 import math
 import sys
+from pathlib import Path
 
 from . import __version__
-from .errors import UserError
+from .errors import Cancelled, UserError
+from .params import Param
+from .steps import Context, all_steps
 
 
-# -- helpers ------------------------------------------------------------------------------------------
-def _progress_bar(desc, unit):
-    """A tqdm bar on stderr, fed with (done, total); returns (update, close)."""
-    from tqdm import tqdm
+class CliContext(Context):
+    """Stages and progress as a tqdm bar on stderr."""
 
-    bar = None
+    def __init__(self, quiet=False):
+        self.quiet = quiet
+        self.bar = None
 
-    def update(done, total):
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, mininterval=0.5, dynamic_ncols=True)
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+    def stage(self, name, total=None, message=None):
+        self.current_stage = name
+        self.close()
+        if total is not None:
+            self._open(total)
 
-    def close():
-        if bar is not None:
-            bar.close()
+    def _open(self, total):
+        if self.quiet:
+            return
+        from tqdm import tqdm
 
-    return update, close
+        self.bar = tqdm(total=total, desc=self.current_stage, file=sys.stderr, mininterval=0.5,
+                        dynamic_ncols=True)
 
+    def progress(self, done, total=None, rate=None, eta=None, message=None, force=False, check_cancel=True):
+        if self.bar is None and total is not None:
+            self._open(total)
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.n = done
+            self.bar.refresh()
 
-def _image_entry(store, image_id, **extra):
-    info = store.image_by_id(int(image_id))
-    return dict(id=info["id"], path=info["path"], split=info["split"], **extra)
-
-
-def _load(logdir, network):
-    from .features import load_features
-
-    return load_features(logdir, network)
-
-
-# -- commands -------------------------------------------------------------------------------------
-def cmd_init(args):
-    from .dataset import ingest
-
-    update, close = _progress_bar("inspecting files", "file")
-    try:
-        return ingest(args.logdir, args.images, labels_csv=args.labels, folder_labels_from_subdirs=args.folder_labels,
-                      test_fraction=args.test_fraction, seed=args.seed, progress=update, workers=args.workers)
-    finally:
-        close()
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
-def render_summary(s):
-    lines = [
-        f"Dataset {s['logdir']} (images from {s['images_root']})",
-        f"  images: {s['images']}   labelled: {s['labelled']}   "
-        f"train/test/pool: {s['splits']['train']}/{s['splits']['test']}/{s['splits']['pool']}",
-    ]
-    if s["classes"]:
-        lines.append("  classes: " + ", ".join(f"{k} ({v})" for k, v in s["classes"].items()))
-    run = s.get("this_run")
-    if run:
-        lines.append(f"  this run: {run['added']} added, {run['duplicates_found']} duplicates, "
-                     f"{run['unreadable_found']} unreadable, {run['labels_added']} labels added "
-                     f"in {run['seconds']} s")
-        if run.get("missing_files"):
-            lines.append(f"  {run['missing_files']} stored images are no longer in the folder (kept, with their labels)")
-    if s["unreadable"]:
-        lines.append(f"  unreadable files ({len(s['unreadable'])}), skipped:")
-        lines += [f"    {u['path']}: {u['reason']}" for u in s["unreadable"][:50]]
-        if len(s["unreadable"]) > 50:
-            lines.append(f"    ... and {len(s['unreadable']) - 50} more (see --json)")
-    if s["duplicates"]:
-        lines.append(f"  exact duplicates ({len(s['duplicates'])}), kept once:")
-        lines += [f"    {d['path']} = {d['kept']}" for d in s["duplicates"][:50]]
-    if s["label_issues"]:
-        lines.append(f"  label issues ({len(s['label_issues'])}):")
-        lines += [f"    {i['source']}: {i['detail']}" for i in s["label_issues"][:50]]
-    return "\n".join(lines)
-
-
+# -- commands that are not steps ------------------------------------------------------------------------
 def cmd_summary(args):
-    from .store import Store
+    from .run import Run
 
-    with Store(args.logdir) as store:
-        return store.summary()
+    return Run(args.logdir).summary()
 
 
 def cmd_networks(args):
@@ -114,8 +80,8 @@ def render_networks(result):
 def cmd_register_network(args):
     from . import backbones
 
-    kwargs = dict(input_size=tuple(args.input_size) if args.input_size else None, scale=args.scale, mean=tuple(args.mean), std=tuple(args.std),
-                  channel_order=args.channel_order, name=args.name)
+    kwargs = dict(input_size=tuple(args.input_size) if args.input_size else None, scale=args.scale,
+                  mean=tuple(args.mean), std=tuple(args.std), channel_order=args.channel_order, name=args.name)
     if args.layout:
         kwargs["layout"] = args.layout
     return backbones.register_user_model(args.path, args.id, **kwargs).describe()
@@ -128,117 +94,71 @@ def cmd_unregister_network(args):
     return {"removed": args.id}
 
 
-def cmd_embed(args):
-    from .features import embed
+def _read_list(path):
+    import csv
 
-    update, close = _progress_bar(f"embedding with {args.network}", "img")
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"List file not found: {path}")
+    images, pairs = [], []
     try:
-        return embed(args.logdir, args.network, batch_size=args.batch_size,
-                     progress=lambda p: update(p.done, p.total))
-    except KeyboardInterrupt:
-        close()
-        print("Interrupted: every finished batch is cached; run the same command again to resume.", file=sys.stderr)
-        raise SystemExit(130)
-    finally:
-        close()
+        with open(p, newline="", encoding="utf-8-sig") as fh:
+            for row in csv.reader(fh):
+                if not row or not row[0].strip() or row[0].strip().startswith("#"):
+                    continue
+                if [c.strip().lower() for c in row[:2]] == ["path", "label"]:
+                    continue
+                if len(row) >= 2 and row[1].strip():
+                    pairs.append((row[0], row[1].strip()))
+                else:
+                    images.append(row[0])
+    except UnicodeDecodeError:
+        raise UserError(f"The list {path} is not UTF-8 text: save it as UTF-8. Nothing was labelled.") from None
+    except (OSError, csv.Error) as exc:
+        raise UserError(f"Cannot read the list {path}: {type(exc).__name__}. Nothing was labelled.") from None
+    return images, pairs
 
 
-def render_embed(r):
-    text = (f"{r['network']}: {r['extracted']} images extracted, {r['cached_before']} from the cache, "
-            f"{r['images']} in all ({r['seconds']} s" + (f", engine {r['engine']})" if r["engine"] else ")"))
-    if r["failed"]:
-        text += f"\n{len(r['failed'])} images could not be read and were skipped:\n  " + "\n  ".join(r["failed"][:50])
-    return text
+ID = Param("id", "int", None, 1, 2 ** 62, help="image id")
 
 
-def cmd_duplicates(args):
-    from .neighbours import near_duplicate_groups
-    from .store import Store
+def cmd_label(args):
+    from . import review
 
-    ids, X = _load(args.logdir, args.network)
-    groups = near_duplicate_groups(X, args.threshold)
-    with Store(args.logdir) as store:
-        out = [[_image_entry(store, ids[r]) for r in g] for g in groups]
-    return {"network": args.network, "threshold": args.threshold, "distance": "euclidean, L2-normalised features",
-            "groups": out, "images_in_groups": sum(len(g) for g in out)}
+    images = list(args.image or [])
+    pairs = []
+    if args.list:
+        more, pairs = _read_list(args.list)
+        images += more
+    ids = [ID.clean(i) for i in (args.id or [])]
+    cluster = None if args.cluster is None else Param("cluster", "int", None, 0, 10 ** 9).clean(args.cluster)
+    return review.label_images(args.logdir, label=args.label, images=images, ids=ids, pairs=pairs,
+                               cluster=cluster, network=args.network, overwrite=args.overwrite)
 
 
-def render_duplicates(r):
-    lines = [f"{len(r['groups'])} groups ({r['images_in_groups']} images) within distance {r['threshold']} "
-             f"({r['distance']}, {r['network']})"]
-    for i, g in enumerate(r["groups"], 1):
-        lines.append(f"  group {i}: " + "  ".join(e["path"] for e in g))
+def render_label(r):
+    lines = [f"{r['changed']} of {r['requested']} labels changed"]
+    for net, e in r["after_review"].items():
+        for k, v in e.items():
+            lines.append(f"  {net} {k.replace('_', ' ')}: {v['agreed']}/{v['n']} predictions confirmed")
     return "\n".join(lines)
 
 
-def cmd_similar(args):
-    from .neighbours import most_similar
-    from .store import Store
-
-    ids, X = _load(args.logdir, args.network)
-    with Store(args.logdir) as store:
-        image_id = store.image_id_for_path(args.image) if args.image else args.id
-        if image_id is None or image_id not in set(ids.tolist()):
-            raise UserError(f"{args.image or args.id} is not an image of this dataset")
-        row = int((ids == image_id).nonzero()[0][0])
-        rows, dist = most_similar(X, row, args.k)
-        return {"network": args.network, "query": _image_entry(store, image_id),
-                "similar": [_image_entry(store, ids[r], distance=round(float(d), 5)) for r, d in zip(rows, dist)]}
-
-
-def render_similar(r):
-    lines = [f"Most similar to {r['query']['path']} ({r['network']}):"]
-    lines += [f"  {e['distance']:.4f}  {e['path']}" for e in r["similar"]]
-    return "\n".join(lines)
-
-
-def cmd_rare(args):
-    from .neighbours import rarest
-    from .store import Store
-
-    ids, X = _load(args.logdir, args.network)
-    rows, scores = rarest(X, n=args.n, k=args.k)
-    with Store(args.logdir) as store:
-        return {"network": args.network, "k": args.k,
-                "rare": [_image_entry(store, ids[r], rarity=round(float(s), 5)) for r, s in zip(rows, scores)]}
-
-
-def render_rare(r):
-    lines = [f"Least similar images ({r['network']}; mean distance to their {r['k']} nearest):"]
-    lines += [f"  {e['rarity']:.4f}  {e['path']}" for e in r["rare"]]
-    return "\n".join(lines)
-
-
-# -- parser ---------------------------------------------------------------------------------------------
-def build_parser():
-    parser = argparse.ArgumentParser(prog="nipgboard", description="Label large image sets with pretrained-network features, UMAP and graph clustering.")
-    parser.add_argument("--version", action="version", version=f"nipgboard {__version__}")
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name, func, help, render=None):
-        p = sub.add_parser(name, parents=[common], help=help, description=help)
-        p.set_defaults(func=func, render=render)
-        return p
-
-    p = command("init", cmd_init, "add a folder of images (and labels) to a dataset in LOGDIR", render_summary)
+def _add_label_command(command):
+    p = command("label", cmd_label, "give expert labels: one image, a list, or a whole cluster", render_label)
     p.add_argument("logdir")
-    p.add_argument("--images", required=True, help="folder of images, searched recursively")
-    p.add_argument("--labels", help="CSV with rows path,label (paths relative to --images)")
-    p.add_argument("--folder-labels", action="store_true",
-                   help="use each image's first-level subfolder as its label ('unlabelled' = none)")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="share of labelled images held out (0.2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/test split (0)")
-    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument("--image", action="append", help="image path (repeatable)")
+    p.add_argument("--id", action="append", help="image id (repeatable)")
+    p.add_argument("--list", help="file of paths (one per line) or 'path,label' rows")
+    p.add_argument("--cluster", help="label the members of this cluster (with --network)")
+    p.add_argument("--network", help="whose clusters --cluster means")
+    p.add_argument("--label")
+    p.add_argument("--overwrite", action="store_true", help="--cluster: also relabel members that have a label")
 
-    p = command("summary", cmd_summary, "show the dataset: counts, unreadable files, duplicates", render_summary)
-    p.add_argument("logdir")
 
+def _add_network_commands(command):
     command("networks", cmd_networks, "list the networks, their input size, feature size and availability",
             render_networks)
-
     p = command("register-network", cmd_register_network, "add your own model file (ONNX or Keras) as a network")
     p.add_argument("--path", required=True, help=".onnx, .keras or .h5 file")
     p.add_argument("--id", required=True, help="short name to use with --network")
@@ -250,44 +170,59 @@ def build_parser():
     p.add_argument("--std", type=float, nargs=3, default=[0.229, 0.224, 0.225])
     p.add_argument("--channel-order", choices=["RGB", "BGR"], default="RGB")
     p.add_argument("--layout", choices=["NCHW", "NHWC"], help="default: NCHW for ONNX, NHWC for Keras")
-
     p = command("unregister-network", cmd_unregister_network, "remove a network added with register-network")
     p.add_argument("id")
 
-    p = command("embed", cmd_embed, "extract (and cache) features of every image with a network", render_embed)
-    p.add_argument("logdir")
-    p.add_argument("--network", required=True)
-    p.add_argument("--batch-size", type=int, default=32)
 
-    p = command("duplicates", cmd_duplicates, "near-duplicate groups within a feature distance", render_duplicates)
-    p.add_argument("logdir")
-    p.add_argument("--network", required=True)
-    p.add_argument("--threshold", type=float, default=0.3,
-                   help="Euclidean distance of L2-normalised features, 0..2 (0.3 ~ cosine 0.955)")
+# -- step commands ----------------------------------------------------------------------------------------
+def step_handler(step):
+    def handler(args):
+        given = {p.name: getattr(args, p.name, None) for p in step.params if p.cli}
+        params = step.clean(given, args.logdir, face="cli")
+        ctx = CliContext(quiet=args.json)
+        try:
+            return step.call(args.logdir, params, ctx)
+        except (KeyboardInterrupt, Cancelled):
+            ctx.close()
+            print("Interrupted: finished work is kept (every finished batch is cached); run the same command "
+                  "again to resume.", file=sys.stderr)
+            raise SystemExit(130)
+        finally:
+            ctx.close()
+    return handler
 
-    p = command("similar", cmd_similar, "the images most similar to one image", render_similar)
-    p.add_argument("logdir")
-    p.add_argument("--network", required=True)
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--image", help="path of the image (relative to the images folder, or absolute)")
-    g.add_argument("--id", type=int, help="image id")
-    p.add_argument("-k", type=int, default=10)
 
-    p = command("rare", cmd_rare, "the least similar (rarest) images", render_rare)
-    p.add_argument("logdir")
-    p.add_argument("--network", required=True)
-    p.add_argument("-n", type=int, default=20, help="how many to list")
-    p.add_argument("-k", type=int, default=10, help="neighbours averaged for the rarity score")
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="nipgboard", description="Label large image sets with pretrained-network features, UMAP and graph "
+                                      "clustering.")
+    parser.add_argument("--version", action="version", version=f"nipgboard {__version__}")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    try:
-        from . import cli_pipeline
-    except ImportError:
-        cli_pipeline = None
-    if cli_pipeline is not None:
-        cli_pipeline.add_commands(sub)
-    for name, p in sub.choices.items():  # every command takes --json, wherever it was defined
-        if "--json" not in p._option_string_actions:
-            p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
+    def command(name, func, help_, render=None):
+        p = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        p.set_defaults(func=func, render=render)
+        return p
+
+    steps = all_steps()
+    for step in steps.values():
+        if not step.cli:
+            continue
+        p = command(step.command, step_handler(step), step.help, step.render)
+        if step.logdir_arg:
+            p.add_argument("logdir", help="the dataset's folder (a TensorBoard run)")
+        for param in step.params:
+            if param.cli:
+                param.add_to_parser(p)
+        if step.name == "ingest":  # `summary` shows what `init` shows
+            p = command("summary", cmd_summary, "show the dataset: counts, unreadable files, duplicates",
+                        step.render)
+            p.add_argument("logdir")
+            _add_network_commands(command)
+    _add_label_command(command)
     return parser
 
 
@@ -305,6 +240,7 @@ def _json_default(o):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    args.json = getattr(args, "json", False)
     try:
         result = args.func(args)
     except UserError as exc:
@@ -312,7 +248,7 @@ def main(argv=None):
             print(json.dumps({"error": str(exc)}))
         else:
             print(f"nipgboard: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     if args.json:
         print(json.dumps(result, default=_json_default))
     elif getattr(args, "render", None):

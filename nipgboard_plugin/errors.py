@@ -45,3 +45,8 @@ class Unavailable(UserError):
     """A step or network that this installation cannot run (a missing optional package or weights)."""
 
     http_status = 409
+
+
+class Cancelled(Exception):
+    """A step stopped because a cancel was asked for; ``args[0]`` may hold the partial result
+    (finished work is kept). Not an error: jobs end ``cancelled``, the CLI exits 130."""

@@ -13,7 +13,7 @@ Without labelled images it reports the silhouette of the clusters in the project
 """
 import numpy as np
 
-from .errors import UserError
+from .errors import MissingStep
 
 
 def classification_metrics(y_true, y_pred, labels, positive=None):
@@ -104,7 +104,7 @@ def metrics_report(logdir, networks=None, positive=None):
                           set(results.networks_with(logdir, "clusters")) |
                           set(results.networks_with(logdir, "projection")))
     if not networks:
-        raise UserError(f"Nothing to evaluate in {logdir}: run `nipgboard project`, `nipgboard cluster` and "
+        raise MissingStep(f"Nothing to evaluate in {logdir}: run `nipgboard project`, `nipgboard cluster` and "
                         f"`nipgboard predict {logdir} --network ID` first.")
     train_labels = inp.labels[inp.roles == "train"]
     has_labels = len(train_labels) > 0 or (inp.roles == "test").any()
@@ -128,7 +128,7 @@ def metrics_report(logdir, networks=None, positive=None):
             silhouettes[net] = silhouette(parr["coords"][prow], carr["cluster"])
         if not sources:
             if not results.has_result(logdir, net, "projection"):
-                raise UserError(f"No results for network {net!r} in {logdir}: run "
+                raise MissingStep(f"No results for network {net!r} in {logdir}: run "
                                 f"`nipgboard project {logdir} --network {net}` first.")
             notes.append(f"{net}: no clusters or predictions yet; run `nipgboard cluster` or `nipgboard predict`")
             continue

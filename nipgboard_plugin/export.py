@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import atomic
 from .errors import UserError
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -71,7 +72,7 @@ def export_csv(logdir, out, networks=None, low_confidence=0.6):
     out = Path(out)
     if out.is_dir():
         raise UserError(f"{out} is a folder: give a file name for the CSV, e.g. {out / 'labels.csv'}")
-    results.atomic_write_text(out, buf.getvalue())
+    atomic.write_text(out, buf.getvalue())
     return {"out": str(out), "rows": n, "networks": list(networks), "expert_labelled": int(sum(1 for v in inp.labels if v)),
             "predicted": int(sum(1 for v in consensus if v)), "flagged": int(flagged.sum()), "notes": notes}
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import backbones, imaging, paths
-from .errors import UserError
+from .errors import MissingStep
 from .store import Store, connect
 
 FEATURES_SCHEMA = """
@@ -35,8 +35,8 @@ CREATE TABLE IF NOT EXISTS failures (
 """
 
 
-class FeaturesMissing(UserError):
-    pass
+class FeaturesMissing(MissingStep):
+    """Some image has no features for the network yet: run ``embed`` first."""
 
 
 def open_cache(logdir) -> sqlite3.Connection:
@@ -46,14 +46,34 @@ def open_cache(logdir) -> sqlite3.Connection:
 
 
 def resolve_backbone(network_id):
+    """The backbone of a network that can run here (NotFound / Unavailable say why not)."""
+    from .params import check_network
+
+    return backbones.get(check_network(network_id))
+
+
+def cached_count(run_dir, cache_key) -> int:
+    """How many feature vectors the cache holds under ``cache_key`` (0 without a cache)."""
+    if not paths.features_path(run_dir).is_file():
+        return 0
+    cache = open_cache(run_dir)
     try:
-        backbone = backbones.get(network_id)
-    except KeyError as exc:
-        raise UserError(str(exc.args[0]) if exc.args else f"Unknown network {network_id!r}") from None
-    avail = backbone.availability()
-    if not avail.available:
-        raise UserError(f"Network {network_id} is not available here: {avail.message}")
-    return backbone
+        return cache.execute("SELECT COUNT(*) FROM features WHERE key=?", (cache_key,)).fetchone()[0]
+    finally:
+        cache.close()
+
+
+def cached_per_network(run_dir) -> dict:
+    """{cache key: images of the dataset with features under that key}."""
+    if not paths.features_path(run_dir).is_file():
+        return {}
+    cache = open_cache(run_dir)
+    try:
+        cache.execute("ATTACH DATABASE ? AS ds", (str(paths.db_path(run_dir)),))
+        return dict(cache.execute(
+            "SELECT f.key, COUNT(*) FROM ds.images i JOIN features f ON f.sha256 = i.sha256 GROUP BY f.key"))
+    finally:
+        cache.close()
 
 
 @dataclass
@@ -188,7 +208,7 @@ def load_features(logdir, network_id):
     Raises FeaturesMissing when some image has no features for this network yet.
     """
     if not paths.is_dataset(logdir):
-        raise UserError(f"No NIPGBoard dataset in {logdir}: run `nipgboard init {logdir} --images DIR` first.")
+        raise MissingStep(f"No NIPGBoard dataset in {logdir}: run `nipgboard init {logdir} --images DIR` first.")
     backbone = backbones.get(network_id)
     key = backbone.cache_key()
     cache = open_cache(logdir)

@@ -46,7 +46,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 
-from .errors import UserError
+from .errors import MissingStep, UserError
 
 GRAPHS = ("mst", "knn")
 METHODS = ("louvain", "girvan-newman")
@@ -464,7 +464,7 @@ def load_clusters(logdir, network_id, check_projection=True):
     if check_projection:
         _, pmeta = results.load_result(logdir, network_id, "projection")
         if pmeta["token"] != meta.get("projection_token"):
-            raise UserError(f"The clusters of {network_id!r} were made from an older projection: run "
+            raise MissingStep(f"The clusters of {network_id!r} were made from an older projection: run "
                             f"`nipgboard cluster {logdir} --network {network_id}` again.")
     return arrays, meta
 

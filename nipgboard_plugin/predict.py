@@ -45,7 +45,7 @@ import time
 
 import numpy as np
 
-from .errors import UserError
+from .errors import MissingStep, UserError
 
 METHODS = ("auto", "cluster", "knn", "logreg", "ensemble", "spread", "all")
 VOTE_METHOD = "logreg"  # how a network votes in a committee of networks (see the module docstring)
@@ -333,7 +333,7 @@ def predict_dataset(logdir, network_id, method="auto", k=10, C=10.0, random_stat
     inp = inputs if inputs is not None else results.load_inputs(logdir, network_id, features=method != "cluster")
     classes = [str(c) for c in inp.classes()]
     if len(classes) == 0:
-        raise UserError(f"No labelled train images in {logdir}: label some images first "
+        raise MissingStep(f"No labelled train images in {logdir}: label some images first "
                         "(`nipgboard label`, or init with a labels CSV or class folders).")
     if len(classes) == 1:
         raise UserError(f"All labelled train images are {classes[0]!r}: a prediction needs at least two classes. "

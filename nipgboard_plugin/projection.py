@@ -23,6 +23,7 @@ import warnings
 
 import numpy as np
 
+from . import atomic, paths
 from .errors import InvalidParameter, UserError
 
 METHODS = ("umap", "pca")
@@ -417,7 +418,7 @@ def search_dataset(logdir, network_id, umap_grid=None, graph_grid=None, n_folds=
     report = {"network": network_id, "train_images": int(tr.sum()), "folds": n_folds,
               "umap_grid": umap_grid or DEFAULT_UMAP_GRID, "graph_grid": graph_grid or DEFAULT_GRAPH_GRID,
               "configs": table, "best": table[0], "seconds": round(time.perf_counter() - t0, 2)}
-    results.atomic_write_text(results.network_dir(logdir, network_id) / "search.json", json.dumps(report, indent=1))
+    atomic.write_text(paths.search_report_path(logdir, network_id), json.dumps(report, indent=1))
     if apply:
         best = table[0]
         report["applied"] = {

@@ -23,18 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import paths
-from .errors import UserError
+from . import atomic, paths
+from .errors import MissingStep, UserError
 
 MAX_POINTS = 100_000
 MAX_SPRITE_PX = 8192
 MAX_TILE = 64
 MIN_TILE = 8
-ASSETS = "projector"
-
-
-def assets_dir(logdir) -> Path:
-    return paths.data_dir(logdir) / ASSETS
+assets_dir = paths.projector_assets_dir
 
 
 def _has_event_file(folder: Path) -> bool:
@@ -93,7 +89,7 @@ def write_projector(logdir, networks=None, max_points=MAX_POINTS, max_tile=MAX_T
     if networks is None:
         networks = results.networks_with(logdir, "projection")
     if not networks:
-        raise UserError(f"No projection in {logdir}: run `nipgboard project {logdir} --network ID` first.")
+        raise MissingStep(f"No projection in {logdir}: run `nipgboard project {logdir} --network ID` first.")
     inp = results.load_inputs(logdir, features=False)
     n_all = len(inp.image_ids)
     notes = []
@@ -142,7 +138,7 @@ def write_projector(logdir, networks=None, max_points=MAX_POINTS, max_tile=MAX_T
 
             buf = io.BytesIO()
             sheet.save(buf, format="PNG", optimize=False)
-            results.atomic_write_bytes(out_dir / "sprite.png", buf.getvalue())
+            atomic.write_bytes(out_dir / "sprite.png", buf.getvalue())
             sprite_rel = (out_dir / "sprite.png").relative_to(logdir).as_posix()
             if tile < max_tile:
                 notes.append(f"thumbnails are {tile}px so that {len(ids)} fit in the {MAX_SPRITE_PX}px sprite limit")
@@ -170,7 +166,7 @@ def write_projector(logdir, networks=None, max_points=MAX_POINTS, max_tile=MAX_T
             pass
         t_path = out_dir / f"{net}.tensor.tsv"
         m_path = out_dir / f"{net}.metadata.tsv"
-        results.atomic_write_text(t_path, "".join("\t".join(f"{v:.6g}" for v in row) + "\n" for row in coords))
+        atomic.write_text(t_path, "".join("\t".join(f"{v:.6g}" for v in row) + "\n" for row in coords))
         header = ["label", "predicted", "confidence", "cluster", "cluster_label", "split", "disagreement",
                   "consensus", "path"]
         lines = ["\t".join(header)]
@@ -178,7 +174,7 @@ def write_projector(logdir, networks=None, max_points=MAX_POINTS, max_tile=MAX_T
             lines.append("\t".join(_tsv_cell(v) for v in (
                 inp.labels[i], cols["predicted"][k], cols["confidence"][k], cols["cluster"][k],
                 cols["cluster_label"][k], inp.roles[i], "yes" if queue_flag[i] else "no", cons[i], inp.paths[i])))
-        results.atomic_write_text(m_path, "\n".join(lines) + "\n")
+        atomic.write_text(m_path, "\n".join(lines) + "\n")
         emb = config.embeddings.add()
         emb.tensor_name = f"nipgboard/{net}"
         emb.tensor_path = t_path.relative_to(logdir).as_posix()
@@ -188,10 +184,10 @@ def write_projector(logdir, networks=None, max_points=MAX_POINTS, max_tile=MAX_T
             emb.sprite.image_path = sprite_rel
             emb.sprite.single_image_dim.extend([tile, tile])
         written.append(net)
-    results.atomic_write_text(Path(logdir) / "projector_config.pbtxt", text_format.MessageToString(config))
+    atomic.write_text(paths.projector_config_path(logdir), text_format.MessageToString(config))
     made_run = _ensure_event_file(logdir)
     return {
-        "config": str(Path(logdir) / "projector_config.pbtxt"), "networks": written, "points": int(len(ids)),
+        "config": str(paths.projector_config_path(logdir)), "networks": written, "points": int(len(ids)),
         "images": int(n_all), "sprite": sprite_rel, "tile": tile if sprite_rel else None,
         "event_file_added": made_run, "notes": notes, "written_at": time.time(),
     }

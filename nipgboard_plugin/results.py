@@ -18,20 +18,16 @@ labels and which role every image plays (``train``: labelled and not held out fo
 import hashlib
 import io
 import json
-import os
 import pickle
-import re
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import paths
-from .errors import UserError
+from . import atomic, paths
+from .errors import MissingStep, UserError
 
-RESULTS_DIRNAME = "results"
 KINDS = ("projection", "clusters", "predictions")
 
 # What to run to produce each result; used in the messages of missing results.
@@ -46,68 +42,27 @@ def new_token() -> str:
     return uuid.uuid4().hex
 
 
-def _safe_name(network_id: str) -> str:
-    if not network_id or not re.fullmatch(r"[A-Za-z0-9_.\-]+", str(network_id)) or network_id in (".", ".."):
-        raise UserError(f"Invalid network id {network_id!r}: use letters, digits, '_', '-' and '.'.")
-    return str(network_id)
+def network_dir(run_dir, network_id) -> Path:
+    return paths.network_dir(run_dir, network_id)
 
 
-def results_dir(logdir) -> Path:
-    return paths.data_dir(logdir) / RESULTS_DIRNAME
-
-
-def network_dir(logdir, network_id) -> Path:
-    return results_dir(logdir) / _safe_name(network_id)
-
-
-def result_path(logdir, network_id, kind) -> Path:
+def result_path(run_dir, network_id, kind) -> Path:
     if kind not in KINDS:
         raise ValueError(f"unknown result kind {kind!r}")
-    return network_dir(logdir, network_id) / f"{kind}.npz"
-
-
-def model_path(logdir, network_id) -> Path:
-    return network_dir(logdir, network_id) / "projection.model.pkl"
+    return paths.result_path(run_dir, network_id, kind)
 
 
 def networks_with(logdir, kind) -> list:
     """Network ids that have a stored result of this kind, sorted."""
-    root = results_dir(logdir)
+    root = paths.results_dir(logdir)
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / f"{kind}.npz").is_file())
 
 
 # -- atomic files --------------------------------------------------------------------------------
-
-def atomic_write_bytes(path, data: bytes):
-    """Write ``data`` to ``path`` so that readers see the old or the new content, never a mix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path, text: str):
-    atomic_write_bytes(path, text.encode("utf-8"))
+atomic_write_bytes = atomic.write_bytes
+atomic_write_text = atomic.write_text
 
 
 def save_npz(path, arrays: dict, meta: dict):
@@ -139,7 +94,7 @@ def load_result(logdir, network_id, kind):
     path = result_path(logdir, network_id, kind)
     if not path.is_file():
         hint = _PRODUCER[kind].format(logdir=logdir, network=network_id)
-        raise UserError(f"No {kind} for network {network_id!r} in {logdir}: run `{hint}` first.")
+        raise MissingStep(f"No {kind} for network {network_id!r} in {logdir}: run `{hint}` first.")
     return load_npz(path)
 
 
@@ -151,7 +106,7 @@ def save_projection(logdir, network_id, arrays: dict, meta: dict, model):
     """Store the fitted model, then the coordinates; both carry one token."""
     token = new_token()
     meta = dict(meta, token=token)
-    atomic_write_bytes(model_path(logdir, network_id),
+    atomic_write_bytes(paths.model_path(logdir, network_id),
                        pickle.dumps({"token": token, "model": model}, protocol=pickle.HIGHEST_PROTOCOL))
     return save_result(logdir, network_id, "projection", arrays, meta)
 
@@ -159,14 +114,14 @@ def save_projection(logdir, network_id, arrays: dict, meta: dict, model):
 def load_projection_model(logdir, network_id):
     """The fitted projection estimator of the stored projection."""
     _, meta = load_result(logdir, network_id, "projection")
-    path = model_path(logdir, network_id)
+    path = paths.model_path(logdir, network_id)
     if not path.is_file():
-        raise UserError(f"The projection model of {network_id!r} is missing: run "
+        raise MissingStep(f"The projection model of {network_id!r} is missing: run "
                         f"`nipgboard project {logdir} --network {network_id}` again.")
     with open(path, "rb") as fh:
         obj = pickle.load(fh)
     if obj.get("token") != meta["token"]:
-        raise UserError(f"The projection model of {network_id!r} does not match its coordinates: run "
+        raise MissingStep(f"The projection model of {network_id!r} does not match its coordinates: run "
                         f"`nipgboard project {logdir} --network {network_id}` again.")
     return obj["model"]
 
@@ -229,7 +184,7 @@ def load_inputs(logdir, network_id=None, features=True) -> Inputs:
     finally:
         store.close()
     if not rows:
-        raise UserError(f"The dataset in {logdir} has no images: run `nipgboard init {logdir} --images DIR` first.")
+        raise MissingStep(f"The dataset in {logdir} has no images: run `nipgboard init {logdir} --images DIR` first.")
     path_of = {int(i): p for i, p in rows}
     X = None
     if features:
@@ -269,3 +224,29 @@ def align(source_ids, target_ids):
     found = (len(sorted_ids) > 0) & (sorted_ids[pos] == target_ids) if len(sorted_ids) else np.zeros(len(target_ids), bool)
     out = np.where(found, order[pos] if len(sorted_ids) else -1, -1)
     return out.astype(np.int64)
+
+
+def result_columns(run_dir, network, ids) -> dict:
+    """Per image (in the order of ``ids``): cluster, cluster_label, predicted and confidence, from
+    whichever of the network's results exist."""
+    cols = {}
+    for kind, fields in (("clusters", {"cluster": "cluster", "pred": "cluster_label"}),
+                         ("predictions", {"pred": "predicted", "confidence": "confidence"})):
+        if not has_result(run_dir, network, kind):
+            continue
+        arrays, meta = load_result(run_dir, network, kind)
+        rows = align(arrays["image_ids"], ids)
+        classes = meta.get("classes") or []
+        for src, dst in fields.items():
+            if src not in arrays:
+                continue
+            col = arrays[src].tolist()
+            vals = [None if r < 0 else col[r] for r in rows]
+            if src == "pred" and arrays[src].dtype.kind in "iu":  # class codes, -1 for none
+                vals = [classes[v] if v is not None and 0 <= v < len(classes) else None for v in vals]
+            elif arrays[src].dtype.kind == "f":
+                vals = [None if v is None or v != v or v in (float("inf"), float("-inf")) else v for v in vals]
+            elif arrays[src].dtype.kind not in "iub":
+                vals = [None if v is None else str(v) for v in vals]
+            cols[dst] = vals
+    return cols

@@ -23,7 +23,7 @@ network's prediction matched what the expert decided ("metrics after review").
 """
 import numpy as np
 
-from .errors import UserError
+from .errors import InvalidParameter, MissingStep, NotFound, UserError
 
 
 def doubt_from_probas(probas, cluster_preds=None, low_confidence=0.6):
@@ -110,7 +110,7 @@ def review_queue(logdir, networks=None, include_labelled=False, low_confidence=0
     if networks is None:
         networks = results.networks_with(logdir, "predictions")
         if not networks:
-            raise UserError(f"No predictions in {logdir}: run `nipgboard predict {logdir} --network ID` "
+            raise MissingStep(f"No predictions in {logdir}: run `nipgboard predict {logdir} --network ID` "
                             "for one or more networks first.")
     networks = list(dict.fromkeys(networks))
     inp = results.load_inputs(logdir, features=False)
@@ -190,14 +190,15 @@ def label_images(logdir, label=None, images=(), ids=(), pairs=(), cluster=None, 
     ``cluster`` (with ``network``) labels every member of that cluster that has no label yet (all of
     them with ``overwrite``). Nothing is written when any image is unknown.
     """
-    from . import graph, results
+    from . import results
     from .labels import clean_label, printable
+    from .run import Run
 
     if label is not None and str(label).strip() != "":
         label = clean_label(label)  # the same rule as the web panel and the labels CSV: refused, never stored
     pairs = [(p, clean_label(lab, f"the label of {printable(p, 80)}")) for p, lab in pairs]
-    store = results.open_store(logdir)
-    try:
+    run = Run(logdir)
+    with results.open_store(logdir) as store:
         assignments = []
         if pairs:
             pids = _resolve_images(store, [p for p, _ in pairs])
@@ -207,35 +208,22 @@ def label_images(logdir, label=None, images=(), ids=(), pairs=(), cluster=None, 
             targets += _resolve_images(store, images)
         for i in ids:
             if store.image_by_id(int(i)) is None:
-                raise UserError(f"Unknown image id {i}. Nothing was labelled.")
+                raise NotFound(f"Unknown image id {i}. Nothing was labelled.")
             targets.append(int(i))
-        if cluster is not None:
-            if not network:
-                raise UserError("Labelling a cluster needs --network (whose clusters).")
-            arrays, meta = graph.load_clusters(logdir, network)
-            members = arrays["image_ids"][arrays["cluster"] == int(cluster)]
-            if len(members) == 0:
-                raise UserError(f"Network {network!r} has no cluster {cluster} (clusters 0..{meta['n_clusters'] - 1}).")
-            current = store.labels()
-            targets += [int(i) for i in members if overwrite or int(i) not in current]
-        if targets:
-            if label is None or str(label).strip() == "":
-                raise UserError("Give the label with --label.")
-            assignments += [(i, str(label).strip()) for i in targets]
-        if not assignments:
-            raise UserError("Nothing to label: give --image, --id, --list or --cluster (cluster members that "
-                            "already have a label are kept unless --overwrite).")
-        before = store.labels()
-        changed = store.set_labels(assignments, source="user")
-        user_labels = dict(store.conn.execute("SELECT image_id, label FROM labels WHERE source='user'"))
-    finally:
-        store.close()
-    batch = {i: lab for i, lab in assignments}
-    return {
-        "requested": len(assignments), "changed": changed,
-        "previous": {str(i): before.get(i) for i in list(batch)[:50]},
-        "after_review": review_metrics(logdir, batch, user_labels),
-    }
+    if cluster is not None:
+        if not network:
+            raise InvalidParameter("Labelling a cluster needs --network (whose clusters).")
+        targets += run.cluster_members(network, cluster, overwrite)
+    if targets:
+        if label is None or str(label).strip() == "":
+            raise InvalidParameter("Give the label with --label.")
+        assignments += [(i, label) for i in targets]
+    if not assignments:
+        raise InvalidParameter("Nothing to label: give --image, --id, --list or --cluster.")
+    answer = run.set_labels(assignments, report=True)
+    answer.pop("labels")
+    answer.pop("run")
+    return answer
 
 
 def review_metrics(logdir, batch, user_labels):

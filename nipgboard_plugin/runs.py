@@ -16,22 +16,12 @@ import time
 from pathlib import Path
 
 from . import paths
-from .errors import UserError
+from .errors import Conflict, InvalidParameter, NotFound
 
-JOBS_FILENAME = "jobs.sqlite"
 MAX_DEPTH = 4               # run directories are found this deep below the logdir at most
 MAX_DIRS_VISITED = 5000     # a logdir with a huge tree is searched this far, no further
 CACHE_SECONDS = 2.0
 _NAME_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-def jobs_db_path(run_dir) -> Path:
-    return paths.data_dir(run_dir) / JOBS_FILENAME
-
-
-def _is_run(directory) -> bool:
-    data = paths.data_dir(directory)
-    return (data / paths.DB_FILENAME).is_file() or (data / JOBS_FILENAME).is_file()
 
 
 def discover(logdir) -> dict:
@@ -42,7 +32,7 @@ def discover(logdir) -> dict:
     if not root.is_dir():
         return {}
     found = {}
-    if _is_run(root):
+    if paths.is_run(root):
         found["."] = root
     visited = 0
     for dirpath, dirnames, _files in os.walk(root, followlinks=False):
@@ -56,7 +46,7 @@ def discover(logdir) -> dict:
             if full.is_symlink():
                 continue
             visited += 1
-            if _is_run(full):
+            if paths.is_run(full):
                 found[(rel / d).as_posix()] = full
                 continue  # a run's own tree (possibly its images) is not searched for more runs
             if depth + 1 < MAX_DEPTH:
@@ -88,7 +78,7 @@ class RunIndex:
     def resolve(self, name) -> Path:
         """The directory of an existing run; UserError (answered 404) for any other name."""
         if not isinstance(name, str) or not name:
-            raise UserError("parameter 'run' is required")
+            raise InvalidParameter("parameter 'run' is required")
         runs = self.runs()
         if name not in runs:
             runs = self.runs(fresh=True)
@@ -106,16 +96,16 @@ class RunIndex:
     def new_run_dir(self, name) -> Path:
         """The directory for a new run ``name`` (a relative path of simple names), created inside the logdir."""
         if self.logdir is None:
-            raise UserError("TensorBoard was started without --logdir")
+            raise Conflict("TensorBoard was started without --logdir")
         if not isinstance(name, str) or not name:
-            raise UserError("parameter 'run' is required")
+            raise InvalidParameter("parameter 'run' is required")
         if name == ".":
             target = self.logdir
         else:
             parts = name.split("/")
             if len(parts) > MAX_DEPTH or not all(_NAME_PART.match(p) for p in parts) \
                     or paths.DATA_DIRNAME in parts:
-                raise UserError(
+                raise InvalidParameter(
                     f"invalid run name {name!r}: use up to {MAX_DEPTH} '/'-separated names of letters, digits, "
                     "'.', '_' or '-' (not starting with '.' and not 'nipgboard')")
             target = self.logdir.joinpath(*parts)
@@ -126,20 +116,18 @@ class RunIndex:
             probe = probe.parent
         real = os.path.realpath(probe)
         if os.path.commonpath([real, real_root]) != real_root:
-            raise UserError(f"run {name!r} would lie outside the logdir")
+            raise InvalidParameter(f"run {name!r} would lie outside the logdir")
         rel = target.relative_to(self.logdir)
         for i in range(1, len(rel.parts)):
             ancestor = self.logdir.joinpath(*rel.parts[:i])
-            if _is_run(ancestor):
-                raise UserError(f"run {name!r} would lie inside the run {'/'.join(rel.parts[:i])!r}")
+            if paths.is_run(ancestor):
+                raise InvalidParameter(f"run {name!r} would lie inside the run {'/'.join(rel.parts[:i])!r}")
         if name != ".":
             for other in self.runs(fresh=True):
                 if other != "." and other.startswith(name + "/"):
-                    raise UserError(f"run {name!r} would contain the run {other!r}")
+                    raise InvalidParameter(f"run {name!r} would contain the run {other!r}")
         return target
 
 
-class UnknownRun(UserError):
+class UnknownRun(NotFound):
     """A run name that is not one of the discovered runs."""
-
-    http_status = 404

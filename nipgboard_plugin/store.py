@@ -268,3 +268,36 @@ class Store:
             "test_fraction": self.get_meta("test_fraction"),
             "seed": self.get_meta("seed"),
         }
+
+    # -- what the run facade reads -------------------------------------------------------------
+    def label_count(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
+
+    def labels_of(self, image_ids) -> dict:
+        """{image_id: label} of these images (those without a label are absent)."""
+        out = {}
+        ids = [int(i) for i in image_ids]
+        for start in range(0, len(ids), 900):  # SQLite's limit on bound parameters
+            chunk = ids[start:start + 900]
+            out.update(self.conn.execute(
+                f"SELECT image_id, label FROM labels WHERE image_id IN ({','.join('?' * len(chunk))})", chunk))
+        return out
+
+    def user_labels(self) -> dict:
+        """{image_id: label} of the labels an expert gave (not read from a CSV or folders)."""
+        return dict(self.conn.execute("SELECT image_id, label FROM labels WHERE source='user'"))
+
+    def image_info(self, image_ids) -> dict:
+        """{image_id: (path, split)} of these images."""
+        out = {}
+        ids = [int(i) for i in image_ids]
+        for start in range(0, len(ids), 900):
+            chunk = ids[start:start + 900]
+            for image_id, path, split in self.conn.execute(
+                    f"SELECT id, path, split FROM images WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                out[image_id] = (path, split)
+        return out
+
+    def images_stamp(self) -> tuple:
+        """Changes whenever images are added or removed: (count, largest id)."""
+        return tuple(self.conn.execute("SELECT COUNT(*), MAX(id) FROM images").fetchone())

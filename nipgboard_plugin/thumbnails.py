@@ -23,14 +23,13 @@ import io
 import json
 import math
 import os
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from . import imaging, paths
+from . import atomic, imaging, paths
 from .errors import UserError
 from .store import Store
 
@@ -144,8 +143,8 @@ def _convert_to_png(real_path) -> bytes:
     return buf.getvalue()
 
 
-def converted_dir(run_dir) -> Path:
-    return paths.data_dir(run_dir) / "converted"
+converted_dir = paths.converted_dir
+
 
 
 def _decode(real_path, draft=None) -> Image.Image:
@@ -157,24 +156,11 @@ def _decode(real_path, draft=None) -> Image.Image:
 
 # -- thumbnails ------------------------------------------------------------------------------------------
 def _atomic_write(path: Path, data: bytes):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic.write_bytes(path, data, durable=False)  # a cache: drawn again if lost
 
 
-def thumbs_dir(run_dir) -> Path:
-    return paths.data_dir(run_dir) / "thumbs"
-
-
-def sprites_dir(run_dir) -> Path:
-    return paths.data_dir(run_dir) / "sprites"
+thumbs_dir = paths.thumbs_dir
+sprites_dir = paths.sprites_dir
 
 
 def _thumb_image(real_path, size) -> Image.Image:

@@ -1,20 +1,20 @@
-"""HTTP plumbing of the plugin: parameter validation, JSON bodies, errors as 4xx JSON.
+"""HTTP plumbing of the plugin: request checks, JSON bodies, answers, errors as 4xx JSON.
 
 Every route is a method wrapped by :func:`route`, which
 
 * answers only the declared methods (405 with ``Allow`` otherwise);
-* for state-changing routes (POST) requires the header ``X-NIPGBoard: 1`` and a JSON object body
+* on **every** request checks ``Host``: it must be an IP address, ``localhost``, this machine's name,
+  TensorBoard's ``--host`` or a name listed in ``NIPGBOARD_ALLOWED_HOSTS`` (comma-separated; ``*``
+  allows any). A DNS-rebinding page reaches the server under its own name and is refused. An
+  ``Origin`` header, where a browser sends one, must name the same host;
+* for state-changing routes (POST) also requires the header ``X-NIPGBoard: 1`` and a JSON object body
   of at most ``max_body`` bytes, so that a cross-site form or a simple cross-origin request cannot
-  trigger them (browsers add custom headers only to same-origin or CORS-approved requests); an
-  ``Origin`` header, when sent, must name the same host as ``Host``, and ``Host`` must be an IP
-  address, ``localhost``, this machine's name, TensorBoard's ``--host`` or a name listed in
-  ``NIPGBOARD_ALLOWED_HOSTS`` (comma-separated; ``*`` allows any), which stops DNS-rebinding pages;
-* turns :class:`HTTPError` and :class:`UserError` into ``{"error": message}`` with a 4xx status,
-  and any other exception into a 500 whose body says only that the server failed (the traceback
-  goes to the server log).
+  trigger them (browsers add custom headers only to same-origin or CORS-approved requests);
+* turns :class:`..errors.UserError` into ``{"error": message}`` with its status, naming paths relative
+  to the logdir, and any other exception into a 500 whose body says only that the server failed (the
+  traceback goes to the server log).
 
-The validators below convert and check one value each (from a query string, where every value is a
-string, or from a JSON body) and raise :class:`BadRequest` naming the parameter and what is wrong.
+Parameter values are checked by :mod:`.params`, the same declarations the CLI and the jobs use.
 """
 import functools
 import ipaddress
@@ -22,47 +22,29 @@ import json
 import logging
 import math
 import os
-import re
 import socket
 from urllib.parse import urlsplit
 
 from tensorboard.backend import http_util
 from werkzeug import wrappers
 
-from .errors import UserError
+from .errors import Forbidden, InvalidParameter, UserError
 
 logger = logging.getLogger("nipgboard")
 
 CSRF_HEADER = "X-NIPGBoard"
 DEFAULT_MAX_BODY = 1 << 20          # 1 MiB: every request body but label lists
 LABELS_MAX_BODY = 8 << 20           # a label list for ~100k images
-REQUIRED = object()
+MAX_JSON_DEPTH = 32                 # deeper bodies are refused before they are parsed
 
 
 class HTTPError(UserError):
-    """A request the client can fix; ``extra`` fields join the JSON error body."""
+    """An HTTP-only refusal (wrong method, body too large, not JSON), with its status."""
 
-    def __init__(self, message, status=None, **extra):
+    def __init__(self, message, status=400, **extra):
         super().__init__(message)
-        if status is not None:
-            self.http_status = status
+        self.http_status = status
         self.extra = extra
-
-
-class BadRequest(HTTPError):
-    http_status = 400
-
-
-class Forbidden(HTTPError):
-    http_status = 403
-
-
-class NotFound(HTTPError):
-    http_status = 404
-
-
-class Conflict(HTTPError):
-    http_status = 409
 
 
 # -- responses --------------------------------------------------------------------------------------
@@ -99,11 +81,27 @@ def binary_response(request, data, content_type, headers=None, expires=0):
 
 # -- request checks ---------------------------------------------------------------------------------
 _extra_hosts = set()
+_redactions = []        # (absolute prefix, what to show instead) for error messages
 
 
 def allow_hosts(*names):
     """Also accept these host names in ``Host`` (e.g. TensorBoard's ``--host``)."""
     _extra_hosts.update(n.lower() for n in names if n)
+
+
+def redact_paths_under(logdir):
+    """Error messages name paths under ``logdir`` relative to it (the server's layout stays private)."""
+    for form in {str(logdir), os.path.realpath(logdir)}:
+        form = form.rstrip("/")
+        if form and (form + "/", "") not in _redactions:
+            _redactions.extend([(form + "/", ""), (form, ".")])
+    _redactions.sort(key=lambda r: -len(r[0]))
+
+
+def redact(message: str) -> str:
+    for prefix, shown in _redactions:
+        message = message.replace(prefix, shown)
+    return message
 
 
 def _hostname(host_port):
@@ -136,20 +134,43 @@ def host_allowed(host_header) -> bool:
 
 
 def check_origin(request):
+    """Refuse requests under a host name this server does not answer to, and cross-site ones."""
     host = request.headers.get("Host", "")
     if not host_allowed(host):
-        raise Forbidden(f"requests that change data are refused for host {_hostname(host)!r}; "
-                        "add it to NIPGBOARD_ALLOWED_HOSTS if you serve TensorBoard under that name")
+        raise Forbidden(f"requests are refused for host {_hostname(host)[:100]!r}; add it to "
+                        "NIPGBOARD_ALLOWED_HOSTS if you serve TensorBoard under that name")
     origin = request.headers.get("Origin")
     if origin is not None and origin != "null":
         if urlsplit(origin).netloc.lower() != host.strip().lower():
-            raise Forbidden("cross-origin requests may not change data")
+            raise Forbidden("cross-origin requests are refused")
+
+
+def _json_depth_ok(raw: bytes) -> bool:
+    """Whether no array or object in ``raw`` nests deeper than MAX_JSON_DEPTH (strings skipped)."""
+    depth = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:     # backslash
+                escaped = True
+            elif byte == 0x22:     # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return False
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return True
 
 
 def read_json_body(request, max_body):
     if request.headers.get(CSRF_HEADER) != "1":
         raise Forbidden(f"missing request header {CSRF_HEADER}: 1 (required on every request that changes data)")
-    check_origin(request)
     ctype = (request.mimetype or "").lower()
     if ctype != "application/json":
         raise HTTPError(f"the body must be JSON (Content-Type: application/json), not {ctype or 'none'!r}",
@@ -160,12 +181,14 @@ def read_json_body(request, max_body):
     raw = request.stream.read(max_body + 1)
     if len(raw) > max_body:
         raise HTTPError(f"request body too large (limit {max_body} bytes)", status=413)
+    if not _json_depth_ok(raw):
+        raise InvalidParameter(f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadRequest(f"malformed JSON body: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InvalidParameter(f"malformed JSON body: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
-        raise BadRequest("the JSON body must be an object")
+        raise InvalidParameter("the JSON body must be an object")
     return data
 
 
@@ -182,6 +205,7 @@ def route(methods=("GET",), max_body=DEFAULT_MAX_BODY):
         @wrappers.Request.application
         def app(self, request):
             try:
+                check_origin(request)
                 if request.method not in allowed:
                     raise HTTPError(f"method {request.method} not allowed; use {', '.join(methods)}", status=405)
                 if request.method == "POST":
@@ -191,12 +215,12 @@ def route(methods=("GET",), max_body=DEFAULT_MAX_BODY):
                     for key in request.args:
                         values = request.args.getlist(key)
                         if len(values) > 1:
-                            raise BadRequest(f"parameter {key!r} given {len(values)} times")
+                            raise InvalidParameter(f"parameter {key!r} given {len(values)} times")
                         params[key] = values[0]
                 return handler(self, request, params)
             except UserError as exc:
                 headers = [("Allow", ", ".join(sorted(allowed)))] if exc.http_status == 405 else None
-                return error_response(request, exc.http_status, str(exc), headers=headers,
+                return error_response(request, exc.http_status, redact(str(exc)), headers=headers,
                                       **getattr(exc, "extra", {}))
             except Exception:  # noqa: BLE001 - the traceback goes to the log, the client gets a plain 500
                 logger.exception("nipgboard: %s %s failed", request.method, request.path)
@@ -206,116 +230,3 @@ def route(methods=("GET",), max_body=DEFAULT_MAX_BODY):
         return app
 
     return decorate
-
-
-# -- validators -------------------------------------------------------------------------------------
-def check_keys(params, allowed):
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise BadRequest(f"unknown parameter {unknown[0]!r}; expected one of: {', '.join(sorted(allowed))}")
-
-
-def _get(params, name, default):
-    value = params.get(name, default)
-    if value is REQUIRED:
-        raise BadRequest(f"parameter {name!r} is required")
-    return value
-
-
-def p_int(params, name, default=REQUIRED, lo=None, hi=None):
-    value = _get(params, name, default)
-    if value is None:
-        return value
-    if isinstance(value, bool):
-        raise BadRequest(f"parameter {name!r} must be an integer, got {value!r}")
-    if isinstance(value, str):
-        if not re.fullmatch(r"[+-]?\d{1,18}", value.strip()):
-            raise BadRequest(f"parameter {name!r} must be an integer, got {value[:40]!r}")
-        value = int(value)
-    elif isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int):
-        raise BadRequest(f"parameter {name!r} must be an integer, got {type(value).__name__}")
-    if lo is not None and value < lo or hi is not None and value > hi:
-        raise BadRequest(f"parameter {name!r} must be between {lo} and {hi}, got {value}")
-    return value
-
-
-def p_float(params, name, default=REQUIRED, lo=None, hi=None):
-    value = _get(params, name, default)
-    if value is None:
-        return value
-    if isinstance(value, bool):
-        raise BadRequest(f"parameter {name!r} must be a number, got {value!r}")
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise BadRequest(f"parameter {name!r} must be a number, got {value[:40]!r}") from None
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise BadRequest(f"parameter {name!r} must be a finite number")
-    value = float(value)
-    if lo is not None and value < lo or hi is not None and value > hi:
-        raise BadRequest(f"parameter {name!r} must be between {lo} and {hi}, got {value}")
-    return value
-
-
-def p_bool(params, name, default=REQUIRED):
-    value = _get(params, name, default)
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
-        return value.lower() in ("1", "true", "yes")
-    raise BadRequest(f"parameter {name!r} must be true or false, got {str(value)[:40]!r}")
-
-
-def p_str(params, name, default=REQUIRED, choices=None, pattern=None, max_len=200):
-    value = _get(params, name, default)
-    if value is None or (value is default and default is not REQUIRED):
-        return value
-    if not isinstance(value, str):
-        raise BadRequest(f"parameter {name!r} must be a string")
-    if len(value) > max_len:
-        raise BadRequest(f"parameter {name!r} is too long ({len(value)} characters, limit {max_len})")
-    if choices is not None and value not in choices:
-        raise BadRequest(f"parameter {name!r} must be one of: {', '.join(choices)}; got {value[:40]!r}")
-    if pattern is not None and not re.fullmatch(pattern, value):
-        raise BadRequest(f"parameter {name!r} has an invalid value {value[:40]!r}")
-    if "\x00" in value:
-        raise BadRequest(f"parameter {name!r} contains a NUL character")
-    return value
-
-
-MAX_LABEL_LENGTH = 100
-
-
-def clean_label(value, name="label"):
-    """A label: a non-empty string without control characters (None removes a label)."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise BadRequest(f"{name} must be a string or null, got {type(value).__name__}")
-    label = value.strip()
-    if not label:
-        raise BadRequest(f"{name} is empty (use null to remove a label)")
-    if len(label) > MAX_LABEL_LENGTH:
-        raise BadRequest(f"{name} is too long ({len(label)} characters, limit {MAX_LABEL_LENGTH})")
-    if any(ord(c) < 32 or ord(c) == 127 for c in label):
-        raise BadRequest(f"{name} contains control characters")
-    return label
-
-
-def clean_id(value, name="id"):
-    """An image id: a positive integer (an int in JSON, digits in a query string)."""
-    return p_int({name: value}, name, lo=1, hi=2 ** 62)
-
-
-def p_id_list(params, name, max_items=200_000):
-    value = _get(params, name, REQUIRED)
-    if not isinstance(value, list):
-        raise BadRequest(f"parameter {name!r} must be a list of image ids")
-    if not value:
-        raise BadRequest(f"parameter {name!r} is empty")
-    if len(value) > max_items:
-        raise BadRequest(f"parameter {name!r} lists {len(value)} ids; at most {max_items} at once")
-    return [clean_id(v, f"{name}[{i}]") for i, v in enumerate(value)]

@@ -33,8 +33,9 @@ def tensorboard_command():
 class TensorBoardServer:
     """A ``tensorboard --logdir LOGDIR`` subprocess; ``stop()`` (or the context manager) ends it."""
 
-    def __init__(self, logdir, home, log_path=None, env=None):
+    def __init__(self, logdir, home, log_path=None, env=None, roots=()):
         self.logdir = Path(logdir)
+        self.roots = [str(r) for r in roots]   # folders the browser may add images from (--nipgboard_roots)
         self.home = Path(home)
         self.log_path = Path(log_path) if log_path else self.logdir.parent / "tensorboard.log"
         self.extra_env = dict(env or {})
@@ -50,7 +51,8 @@ class TensorBoardServer:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             tensorboard_command() + ["--logdir", str(self.logdir), "--port", str(self.port), "--host", "127.0.0.1",
-                                     "--load_fast=false"],
+                                     "--load_fast=false"]
+            + (["--nipgboard_roots", os.pathsep.join(self.roots)] if self.roots else []),
             stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

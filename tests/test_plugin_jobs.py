@@ -114,7 +114,7 @@ def shapes_logdir(tmp_path):
 
 def test_kill_9_during_embed_then_restart_resumes(shapes_logdir, nipgboard_home, tmp_path):
     images, logdir = shapes_logdir
-    tb = TensorBoardServer(logdir, nipgboard_home, log_path=tmp_path / "tb.log").start()
+    tb = TensorBoardServer(logdir, nipgboard_home, log_path=tmp_path / "tb.log", roots=[images]).start()
     try:
         tb.run_job("shapes", "ingest", images=str(images), folder_labels=True)
         meta = tb.get_json("metadata", run="shapes")
@@ -142,7 +142,7 @@ def test_kill_9_during_embed_then_restart_resumes(shapes_logdir, nipgboard_home,
     assert conn.execute("SELECT state FROM jobs WHERE id=?", (job["id"],)).fetchone()[0] == "running"
     conn.close()
 
-    with TensorBoardServer(logdir, nipgboard_home, log_path=tmp_path / "tb2.log") as tb2:
+    with TensorBoardServer(logdir, nipgboard_home, log_path=tmp_path / "tb2.log", roots=[images]) as tb2:
         resumed = tb2.wait_job("shapes", job["id"], timeout=240)
         assert resumed["state"] == "done" and resumed["resumed"] == 1, resumed
         assert resumed["result"]["cached_before"] >= 5
@@ -162,7 +162,7 @@ def test_kill_9_during_embed_then_restart_resumes(shapes_logdir, nipgboard_home,
 
 def test_cancel_crash_and_a_stubborn_job(shapes_logdir, nipgboard_home, tmp_path):
     images, logdir = shapes_logdir
-    with TensorBoardServer(logdir, nipgboard_home, log_path=tmp_path / "tb.log") as tb:
+    with TensorBoardServer(logdir, nipgboard_home, log_path=tmp_path / "tb.log", roots=[images]) as tb:
         tb.run_job("shapes", "ingest", images=str(images), folder_labels=True)
         # Cooperative cancel: the embed stops after its batch and keeps what it extracted.
         job = tb.start_job("shapes", "embed", network=NET, batch_size=1)

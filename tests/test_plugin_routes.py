@@ -44,7 +44,7 @@ def world(tmp_path_factory, nipgboard_home):
     logdir.mkdir()
     # The worker compiles UMAP in the background from its start, as in real use.
     server = TensorBoardServer(logdir, nipgboard_home, log_path=base / "tensorboard.log",
-                               env={"NIPGBOARD_WARMUP": "1"}).start()
+                               env={"NIPGBOARD_WARMUP": "1"}, roots=[images]).start()
     yield {"base": base, "images": images, "outside": outside, "logdir": logdir, "tb": server}
     server.stop()
 
@@ -87,10 +87,15 @@ def test_onboarding_without_a_dataset(tb):
     assert entry[0] == 200 and b'<base href="plugin/nipgboard/"' in entry[2]
     kinds = {k["kind"]: k for k in tb.get_json("kinds")["kinds"]}
     assert set(kinds) == {"ingest", "embed", "project", "cluster", "predict", "evaluate", "search", "disagreements",
-                          "projector", "export", "duplicates", "rare", "sprites"}
+                          "projector", "export", "duplicates", "rare", "sprites", "pipeline"}
     assert all(k["available"] for k in kinds.values())
-    assert kinds["embed"]["params"]["network"] == "network, required"
-    assert kinds["ingest"]["needs_dataset"] is False and "images" in kinds["ingest"]["params"]
+    embed_params = {p["name"]: p for p in kinds["embed"]["params"]}
+    assert embed_params["network"]["type"] == "network" and embed_params["network"]["required"] is True
+    assert embed_params["batch_size"] == {"name": "batch_size", "type": "int", "default": 32, "required": False,
+                                          "min": 1, "max": 512, "choices": None, "help": "images per batch"}
+    assert kinds["ingest"]["needs_dataset"] is False
+    assert "images" in [p["name"] for p in kinds["ingest"]["params"]]
+    assert "workers" not in [p["name"] for p in kinds["ingest"]["params"]]  # the shell's alone
     assert tb.get_json("jobs")["jobs"] == []
 
 
@@ -154,7 +159,7 @@ def test_predict_evaluate_disagreements(tb, dataset):
     rows = {(r["network"], r["method"], r["split"]) for r in metrics["rows"]}
     assert {(NET, "knn", "train"), (NET, "knn", "test"), (NET2, "knn", "test"), (NET, "cluster", "test")} <= rows
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in metrics["rows"])
-    queue = tb.run_job(RUN, "disagreements", networks=[NET, NET2], flagged_only=False)["result"]
+    queue = tb.run_job(RUN, "disagreements", networks=[NET, NET2], all=True)["result"]
     review = tb.get_json("review", run=RUN, networks=f"{NET},{NET2}", all="true")
     assert review["networks"] == [NET, NET2] and review["unlabelled"] == 24
     assert review["queue_length"] == queue["queue_length"] == 24
@@ -280,7 +285,9 @@ def test_similar_duplicates_rare(tb, dataset):
     assert len(sim["similar"]) == 5 and query not in [s["id"] for s in sim["similar"]]
     assert [s["distance"] for s in sim["similar"]] == sorted(s["distance"] for s in sim["similar"])
     dups = tb.get_json("duplicates", run=RUN, network=NET, threshold=2.0)
-    assert dups["groups"] == [sorted(dataset["meta"]["ids"])]
+    assert [[e["id"] for e in g] for g in dups["groups"]] == [sorted(dataset["meta"]["ids"])]
+    paths = dict(zip(dataset["meta"]["ids"], dataset["meta"]["paths"]))
+    assert all(e["path"] == paths[e["id"]] for e in dups["groups"][0])  # the same entries as the CLI's
     assert tb.get_json("duplicates", run=RUN, network=NET, threshold=0.0)["groups"] == []
     job = tb.run_job(RUN, "duplicates", network=NET, threshold=2.0)
     assert job["result"]["groups"] == dups["groups"]
@@ -418,9 +425,10 @@ BAD = [
     ("POST", P + "set_labels", json.dumps({"run": "shapes", "cluster": {"network": NET, "cluster": 10 ** 6},
                                            "label": "x"}), JSONH, 404),
     ("POST", P + "start_job", json.dumps({"run": "shapes", "kind": "shell", "params": {}}), JSONH, 400),
-    ("POST", P + "start_job", json.dumps({"run": "shapes", "kind": "embed", "params": {"network": "x"}}), JSONH, 400),
+    # An unknown network is not found wherever it is named; a known one that cannot run here is a conflict.
+    ("POST", P + "start_job", json.dumps({"run": "shapes", "kind": "embed", "params": {"network": "x"}}), JSONH, 404),
     ("POST", P + "start_job", json.dumps({"run": "shapes", "kind": "embed", "params": {"network": "vgg16"}}),
-     JSONH, 400),
+     JSONH, 409),
     ("POST", P + "start_job", json.dumps({"run": "shapes", "kind": "embed",
                                           "params": {"network": NET, "batch_size": 0}}), JSONH, 400),
     ("POST", P + "start_job", json.dumps({"run": "shapes", "kind": "embed",
@@ -428,8 +436,9 @@ BAD = [
     ("POST", P + "start_job", json.dumps({"run": "shapes", "kind": "embed", "params": [NET]}), JSONH, 400),
     ("POST", P + "start_job", json.dumps({"run": "new", "kind": "ingest", "params": {"images": "relative/dir"}}),
      JSONH, 400),
+    # Outside the allowed folders: refused without saying whether it exists.
     ("POST", P + "start_job", json.dumps({"run": "new", "kind": "ingest", "params": {"images": "/no/such/dir"}}),
-     JSONH, 400),
+     JSONH, 403),
     ("POST", P + "start_job", json.dumps({"run": "new", "kind": "embed", "params": {"network": NET}}), JSONH, 404),
     ("POST", P + "cancel_job", json.dumps({"run": "shapes", "id": 999999}), JSONH, 404),
     ("POST", P + "cancel_job", json.dumps({"run": "shapes", "id": "../1"}), JSONH, 400),

@@ -7,8 +7,9 @@
 * :mod:`.progress`: the :class:`JobContext` a running job reports progress through; it raises
   :class:`JobCancelled` when a cancel was requested (a running job stops after its current batch,
   keeping what it finished).
-* :mod:`.kinds`: the job kinds (``ingest``, ``embed``, ``project``, ...), which validate their
-  parameters at submission (``/kinds`` lists them) and run in the worker.
+* :mod:`.kinds`: a job's kind is a step of the registry (:mod:`..steps`: ``ingest``, ``embed``,
+  ``project``, ``pipeline``, ...), whose declarations checked its parameters at submission; the worker
+  runs the step.
 * :mod:`.worker`: the worker, a single child process (``python -m nipgboard_plugin.jobs.worker``)
   that stays alive between jobs, so UMAP's compiled code (warmed up at start unless
   ``NIPGBOARD_WARMUP=0``) and the imported libraries are paid for once. It writes progress and the
@@ -26,9 +27,9 @@ this package, loads neither the dispatcher nor itself twice.
 """
 import importlib
 
-from .kinds import KINDS, JobKind, describe_spec, export_path, kinds_info, pipeline_kind, warm_up
+from .kinds import WARMUP, run_kind, warm_up
 from .progress import JobCancelled, JobContext
-from .store import ACTIVE_STATES, COLUMNS, SCHEMA, STATES, JobStore
+from .store import ACTIVE_STATES, COLUMNS, SCHEMA, STATES, JobStore, active_count, get_job, list_jobs
 
 _LAZY = {
     "pid_alive": "dispatcher", "Worker": "dispatcher", "Running": "dispatcher", "JobManager": "dispatcher",
@@ -36,8 +37,8 @@ _LAZY = {
     "run_job": "worker", "worker_main": "worker", "main": "worker",
 }
 
-__all__ = ["ACTIVE_STATES", "COLUMNS", "KINDS", "SCHEMA", "STATES", "JobCancelled", "JobContext", "JobKind",
-           "JobStore", "describe_spec", "export_path", "kinds_info", "pipeline_kind", "warm_up", *_LAZY]
+__all__ = ["ACTIVE_STATES", "COLUMNS", "SCHEMA", "STATES", "WARMUP", "JobCancelled", "JobContext", "JobStore",
+           "active_count", "get_job", "list_jobs", "run_kind", "warm_up", *_LAZY]
 
 
 def __getattr__(name):

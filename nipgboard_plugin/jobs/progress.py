@@ -1,16 +1,18 @@
 """What a job sees while it runs: progress reports (with rate and ETA) and cancel checks."""
 import time
 
+from ..errors import Cancelled
+from ..steps import Context
 from .store import JobStore
 
 PROGRESS_INTERVAL = 0.25       # seconds between progress writes of a running job
 
 
-class JobCancelled(Exception):
-    """Raised inside a job (by its progress callback) when a cancel was requested."""
+# Raised inside a job (by its progress callback, or by a step) when a cancel was requested.
+JobCancelled = Cancelled
 
 
-class JobContext:
+class JobContext(Context):
     """Passed to a job's function: progress reports (with rate and ETA) and cancel checks."""
 
     def __init__(self, store: JobStore, job_id: int):
@@ -32,7 +34,7 @@ class JobContext:
 
     def stage(self, name, total=None, message=None):
         """Start a named stage (resets the rate and ETA clock)."""
-        self._stage = name
+        self._stage = self.current_stage = name
         self._stage_t0 = time.monotonic()
         self._stage_done0 = 0
         self.store.progress(self.job_id, name, 0, total, None, None, message or name)
@@ -54,16 +56,6 @@ class JobContext:
             self.store.progress(self.job_id, self._stage, done, total, _finite(rate), _finite(eta), message)
         if check_cancel and self.should_stop():
             raise JobCancelled()
-
-    def embed_progress(self, p):
-        """Adapter for ``features.embed``'s ``Progress`` objects."""
-        if self._stage != "extracting features":
-            self.stage("extracting features", p.total)
-        self.progress(p.done, p.total, rate=p.rate, eta=p.eta, check_cancel=False)
-
-    def counts_progress(self, done, total):
-        """Adapter for ``progress(done, total)`` callbacks."""
-        self.progress(done, total)
 
 
 def _finite(x):

@@ -182,3 +182,25 @@ class JobStore:
             raise
         self.conn.execute("COMMIT")
 
+
+
+# -- what the routes read -------------------------------------------------------------------------------
+def list_jobs(run_dir, limit=100, states=None) -> list:
+    """The jobs of a run, newest first ([] when it never had one)."""
+    store = JobStore.open_if_exists(run_dir)
+    if store is None:
+        return []
+    with store:
+        return store.list(limit=limit, states=states)
+
+
+def get_job(run_dir, job_id):
+    store = JobStore.open_if_exists(run_dir)
+    if store is None:
+        return None
+    with store:
+        return store.get(job_id)
+
+
+def active_count(run_dir) -> int:
+    return len(list_jobs(run_dir, limit=1000, states=ACTIVE_STATES))

@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 
 from ..errors import UserError
-from .kinds import KINDS, warm_up
+from .kinds import run_kind, warm_up
 from .progress import JobCancelled, JobContext
 from .store import JobStore
 
@@ -53,7 +53,6 @@ def run_job(run_dir, job_id):
     store = JobStore(run_dir)
     try:
         job = store.get(job_id)
-        kind = KINDS.get(job["kind"])
         ctx = JobContext(store, job_id)
         stop_beat = threading.Event()
 
@@ -65,9 +64,7 @@ def run_job(run_dir, job_id):
         beater = threading.Thread(target=beat, name="nipgboard-heartbeat", daemon=True)
         beater.start()
         try:
-            if kind is None:
-                raise UserError(f"unknown job kind {job['kind']!r}")
-            result = kind.run(ctx, Path(run_dir), job["params"])
+            result = run_kind(ctx, Path(run_dir), job["kind"], job["params"])
             store.finish(job_id, "done", result=result, message="finished")
             return "done"
         except JobCancelled as exc:

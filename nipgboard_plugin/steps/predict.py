@@ -1,0 +1,35 @@
+"""predict: a label, a confidence and class probabilities for every image, from the expert's labels."""
+from ..params import Param
+from . import NETWORK, PROJECTOR, SEED, Step, register, with_projector
+from .project import render_projector_note
+
+METHODS = ("auto", "cluster", "knn", "logreg", "ensemble", "spread", "all")
+
+
+def run(ctx, run_dir, p):
+    from ..predict import predict_dataset
+
+    ctx.stage("predicting")
+    result = predict_dataset(run_dir, p["network"], method=p["method"], k=p["k"], C=p["C"],
+                             random_state=p["random_state"], spread=p["spread"])
+    return with_projector(run_dir, p, result, ctx)
+
+
+def render(r):
+    cv = ", ".join(f"{k} {v:.3f}" for k, v in r["cv_accuracy"].items()) or "none"
+    lines = [f"{r['network']}: method {r['method']} (asked: {r['requested']}; cross-validated accuracy: {cv})",
+             "pool predictions: " + ", ".join(f"{k} {v}" for k, v in r["pool_predicted"].items()),
+             f"{r['low_confidence']} pool images below 0.6 confidence; {r['seconds']}s"]
+    return "\n".join(lines) + render_projector_note(r)
+
+
+STEP = register(Step(
+    "predict", "a label, confidence and class probabilities for every image from the expert's labels",
+    params=(NETWORK,
+            Param("method", "choice", "auto", choices=METHODS,
+                  help="auto picks by cross-validation on the train images"),
+            Param("k", "int", 10, 1, 200, flag="-k", help="neighbours (knn, spread)"),
+            Param("C", "float", 10.0, 1e-4, 1e4, flag="-C", help="inverse regularisation of the logistic regression"),
+            Param("spread", "bool", True, help="consider label spreading (with method auto)"),
+            SEED, PROJECTOR),
+    run=run, render=render, needs=("embed",), produces=("predictions",), module="nipgboard_plugin.predict"))
