@@ -10,9 +10,13 @@ Every route is a method wrapped by :func:`route`, which
 * for state-changing routes (POST) also requires the header ``X-NIPGBoard: 1`` and a JSON object body
   of at most ``max_body`` bytes, so that a cross-site form or a simple cross-origin request cannot
   trigger them (browsers add custom headers only to same-origin or CORS-approved requests);
-* turns :class:`..errors.UserError` into ``{"error": message}`` with its status, naming paths relative
-  to the logdir, and any other exception into a 500 whose body says only that the server failed (the
-  traceback goes to the server log).
+* turns :class:`..errors.UserError` into ``{"error": message}`` with its status, and any other exception
+  into a 500 whose body says only that the server failed (the traceback goes to the server log).
+
+No error text in an answer names an absolute path of the server's machine: the answer's own error and every
+field named ``error`` inside an answer (a failed job's, a step result's) show paths under the logdir
+relative to it, and paths under another allowed folder (the plugin's ``allowed_roots``) as ``…/NAME/...``
+with only the folder's last name.
 
 Parameter values are checked by :mod:`.params`, the same declarations the CLI and the jobs use.
 """
@@ -22,7 +26,9 @@ import json
 import logging
 import math
 import os
+import re
 import socket
+import threading
 from urllib.parse import urlsplit
 
 from tensorboard.backend import http_util
@@ -49,11 +55,12 @@ class HTTPError(UserError):
 
 # -- responses --------------------------------------------------------------------------------------
 def _clean(obj):
-    """JSON-able copy: numpy scalars and arrays to Python, NaN and infinities to None."""
+    """JSON-able copy: numpy scalars and arrays to Python, NaN and infinities to None; every ``error`` text
+    (a failed job's, a step's) with its server paths redacted."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): (redact(v) if k == "error" and isinstance(v, str) else _clean(v)) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set)):
         return [_clean(v) for v in obj]
     if obj is None or isinstance(obj, (str, int, bool)):
@@ -81,7 +88,10 @@ def binary_response(request, data, content_type, headers=None, expires=0):
 
 # -- request checks ---------------------------------------------------------------------------------
 _extra_hosts = set()
-_redactions = []        # (absolute prefix, what to show instead) for error messages
+_redactions = {}        # absolute folder -> what error texts show instead ("" for the logdir itself)
+_redaction_re = None
+_roots_seen = set()
+_redaction_lock = threading.Lock()    # roots are registered by the first request, on any server thread
 
 
 def allow_hosts(*names):
@@ -89,19 +99,49 @@ def allow_hosts(*names):
     _extra_hosts.update(n.lower() for n in names if n)
 
 
-def redact_paths_under(logdir):
-    """Error messages name paths under ``logdir`` relative to it (the server's layout stays private)."""
-    for form in {str(logdir), os.path.realpath(logdir)}:
+def _add_redaction(folder, shown):
+    global _redaction_re
+    for form in {str(folder), os.path.realpath(folder)}:
         form = form.rstrip("/")
-        if form and (form + "/", "") not in _redactions:
-            _redactions.extend([(form + "/", ""), (form, ".")])
-    _redactions.sort(key=lambda r: -len(r[0]))
+        if form and form not in _redactions:
+            _redactions[form] = shown
+    # Longest first, so a folder inside another is shown by its own form; a prefix counts only at a path
+    # boundary (/logdir is no prefix of /logdir2 or /logdir.old, but ends the sentence "in /logdir.").
+    alternatives = "|".join(re.escape(f) for f in sorted(_redactions, key=len, reverse=True))
+    _redaction_re = re.compile(f"({alternatives})(/|(?![\\w~-]|\\.[\\w.~-]))")
+
+
+def redact_paths_under(logdir):
+    """Error texts name paths under ``logdir`` relative to it (the server's layout stays private)."""
+    with _redaction_lock:
+        _add_redaction(logdir, "")
+
+
+def redact_paths_in_roots(roots):
+    """Error texts show paths in these allowed folders as ``…/NAME/rest`` (NAME: the folder's last name);
+    the logdir (registered with :func:`redact_paths_under`) and folders inside it keep their relative form."""
+    for root in roots or ():
+        root = str(root)
+        if root in _roots_seen:
+            continue
+        with _redaction_lock:
+            _roots_seen.add(root)
+            if not any(root == d or root.startswith(d + "/") for d, shown in _redactions.items() if shown == ""):
+                _add_redaction(root, "\u2026/" + (os.path.basename(root.rstrip("/")) or "root"))
 
 
 def redact(message: str) -> str:
-    for prefix, shown in _redactions:
-        message = message.replace(prefix, shown)
-    return message
+    if _redaction_re is None or not isinstance(message, str):
+        return message
+
+    def shown(match):
+        folder, sep = match.group(1), match.group(2)
+        where = _redactions.get(folder, "")
+        if where == "":
+            return "" if sep == "/" else "."
+        return where + sep
+
+    return _redaction_re.sub(shown, message)
 
 
 def _hostname(host_port):
@@ -205,6 +245,7 @@ def route(methods=("GET",), max_body=DEFAULT_MAX_BODY):
         @wrappers.Request.application
         def app(self, request):
             try:
+                redact_paths_in_roots(getattr(self, "allowed_roots", None))
                 check_origin(request)
                 if request.method not in allowed:
                     raise HTTPError(f"method {request.method} not allowed; use {', '.join(methods)}", status=405)

@@ -513,3 +513,241 @@ class TestPathsWithSpaces:
         with Store(logdir) as store:
             assert store.labels() == {ids["img.png "]: "spaced", ids["img.png"]: "tight", ids[" lead.png"]: "leading",
                                       ids["plain.png"]: "plain"}
+
+
+# == 13. A running server, reached from a browser =========================================================
+# One real `tensorboard --logdir` with the plugin serves the sections below: the logdir, an images folder and
+# a labels folder beside it (allowed with NIPGBOARD_ROOTS), and an "outside" folder that nothing allows.
+SECRETS = ("sk-live-0123456789", "hunter2", "DB_PASSWORD", "API_KEY", "supersecretpassword")
+PROXY_HOST = "nipgboard-proxy.internal"
+WEB_RUN = "shapes"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, nipgboard_home):
+    from plugin_server import TensorBoardServer
+
+    base = tmp_path_factory.mktemp("served")
+    images, labels_dir, outside, logdir = (base / n for n in ("images", "labels", "outside", "logdir"))
+    rels = write_shapes(images, per_class=4, size=48)
+    labels_dir.mkdir()
+    logdir.mkdir()
+    (labels_dir / "secrets.csv").write_text(
+        "API_KEY=sk-live-0123456789\nDB_PASSWORD=hunter2,admin\nuser,supersecretpassword\n"
+        f"{rels[0]},circle\n{rels[4]},square\n{rels[8]},triangle\n", encoding="utf-8")
+    (labels_dir / "latin1.csv").write_bytes(f"{rels[1]},café\n".encode("latin-1"))
+    write_shapes(outside, per_class=1, size=48, start_seed=500)
+    (outside / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    os.symlink(outside, labels_dir / "escape")                        # a link inside a root leading out
+    os.symlink(outside / "passwd", labels_dir / "escape.csv")
+    # Roots through the environment variable: the old plugin had no --nipgboard_roots flag.
+    env = {"NIPGBOARD_ROOTS": os.pathsep.join(map(str, (images, labels_dir))),
+           "NIPGBOARD_ALLOWED_HOSTS": PROXY_HOST}
+    server = TensorBoardServer(logdir, nipgboard_home, log_path=base / "tensorboard.log", env=env).start()
+    try:
+        ingest_job = server.run_job(WEB_RUN, "ingest", images=str(images), labels_csv=str(labels_dir / "secrets.csv"))
+        yield {"tb": server, "base": base, "images": images, "labels": labels_dir, "outside": outside,
+               "logdir": logdir, "ingest": ingest_job}
+    finally:
+        server.stop()
+
+
+def _answer(tb, method, route, body=None, headers=None):
+    """(status, text of the body) of a request to the plugin's ``route`` (a path with its query)."""
+    from plugin_server import HEADER, PREFIX
+
+    if body is not None and not isinstance(body, (bytes, str)):
+        body = json.dumps(body)
+    status, _h, data = tb.request(method, PREFIX + route, body=body,
+                                  headers=headers if headers is not None else (HEADER if method == "POST" else {}))
+    return status, data.decode("utf-8", "replace")
+
+
+def _ingest(tb, run, **params):
+    return _answer(tb, "POST", "start_job", {"run": run, "kind": "ingest", "params": params})
+
+
+class TestBrowserNamedPaths:
+    """Threat: any file on the server could be read over HTTP. An ``ingest`` job accepted any absolute path:
+    ``labels_csv=/etc/passwd`` put the file's lines into the summary's label issues, ``images=/etc`` listed
+    every file name under it, and every image found anywhere then downloaded through /image. Promise: the
+    browser may name only paths inside the logdir and the folders given with --nipgboard_roots (or
+    NIPGBOARD_ROOTS), checked after resolving links; anything else is refused with 403, with the same answer
+    whether the path exists or not, and nothing is queued; a labels file's contents never appear in any
+    answer."""
+
+    def test_paths_outside_the_allowed_folders_are_refused_alike(self, served):
+        tb, outside, labels_dir = served["tb"], served["outside"], served["labels"]
+        images = str(served["images"])
+        refusals = {
+            "images outside": dict(images=str(outside)),
+            "images nowhere": dict(images=str(outside / "no-such-folder")),
+            "labels outside": dict(images=images, labels_csv="/etc/passwd"),
+            "labels nowhere": dict(images=images, labels_csv=str(outside / "no-such-file.csv")),
+            "folder through a link": dict(images=str(labels_dir / "escape")),
+            "file through a link": dict(images=images, labels_csv=str(labels_dir / "escape.csv")),
+            "dot-dot out of a root": dict(images=str(served["images"] / ".." / "outside")),
+        }
+        answers = {}
+        for what, params in refusals.items():
+            status, text = _ingest(tb, "stolen", **params)
+            assert status == 403, (what, status, text)
+            answers[what] = json.loads(text)["error"]
+            assert "root:x" not in text and str(outside) not in text, (what, text)
+        # Whether the path exists is not revealed: the answers are the same word for word.
+        assert answers["images outside"] == answers["images nowhere"]
+        assert answers["labels outside"] == answers["labels nowhere"]
+        assert "stolen" not in [r["name"] for r in tb.get_json("runs")["runs"]]  # nothing was queued
+        assert not (served["logdir"] / "stolen").exists()
+
+    def test_an_allowed_folder_works_and_its_labels_file_is_never_echoed(self, served):
+        tb, job = served["tb"], served["ingest"]
+        assert job["state"] == "done" and job["result"]["images"] == 12 and job["result"]["labelled"] == 3
+        image_id = tb.get_json("metadata", run=WEB_RUN)["ids"][0]
+        status, headers, _ = tb.get("image", run=WEB_RUN, id=image_id)
+        assert status == 200 and headers["content-type"].startswith("image/")
+        answers = [json.dumps(job), json.dumps(tb.get_json("summary", run=WEB_RUN)),
+                   json.dumps(tb.get_json("jobs")), json.dumps(tb.get_json("runs")),
+                   json.dumps(tb.get_json("metadata", run=WEB_RUN)), tb.get("export", run=WEB_RUN)[2].decode()]
+        # The same file again, now as an error: an existing dataset with a labels file that only mislabels.
+        answers.append(_ingest(tb, WEB_RUN, labels_csv=str(served["labels"] / "secrets.csv"), test_fraction=2)[1])
+        for text in answers:
+            for secret in SECRETS:
+                assert secret not in text, (secret, text[:300])
+        issues = tb.get_json("summary", run=WEB_RUN)["label_issues"]
+        assert issues and all(i["source"].startswith("secrets.csv row") for i in issues)
+
+
+class TestRebinding:
+    """Threat: DNS rebinding. A page on evil.example re-points its name to 127.0.0.1 and then reads the
+    server as its own origin; the Host and Origin checks ran only on POST, so GET /export, /summary and /image
+    answered 200 with ``Host: evil.example``. Promise: every route checks ``Host`` (403 for a name the
+    server does not answer to) and ``Origin`` where a browser sends one; NIPGBOARD_ALLOWED_HOSTS admits the
+    name of a proxy."""
+
+    def test_every_route_checks_host_and_origin(self, served):
+        tb = served["tb"]
+        image_id = tb.get_json("metadata", run=WEB_RUN)["ids"][0]
+        routes = [f"summary?run={WEB_RUN}", f"export?run={WEB_RUN}", f"image?run={WEB_RUN}&id={image_id}",
+                  "index.js", f"metadata?run={WEB_RUN}", "runs", f"thumbnail?run={WEB_RUN}&id={image_id}"]
+        own = f"127.0.0.1:{tb.port}"
+        for route in routes:
+            for host in ("evil.example", f"evil.example:{tb.port}", "127.0.0.1.evil.example"):
+                status, text = _answer(tb, "GET", route, headers={"Host": host})
+                assert status == 403, (route, host, status, text[:200])
+                assert "circle" not in text and "shapes" not in text, (route, text[:200])
+            status, text = _answer(tb, "GET", route, headers={"Host": own, "Origin": "http://evil.example"})
+            assert status == 403, (route, "cross-site Origin", status)
+            assert _answer(tb, "GET", route, headers={"Host": own})[0] == 200, route
+            assert _answer(tb, "GET", route, headers={"Host": own, "Origin": f"http://{own}"})[0] == 200, route
+            assert _answer(tb, "GET", route, headers={"Host": f"{PROXY_HOST}:443"})[0] == 200, route
+            assert _answer(tb, "GET", route, headers={"Host": "localhost"})[0] == 200, route
+
+
+class TestMalformedBodies:
+    """Threat: bodies the JSON parser accepts but the code below it did not: a lone surrogate label
+    (``"\\ud800"``) reached SQLite and failed as a 500; an array nested 100,000 deep blew Python's recursion
+    limit (another 500). Promise: both are answered 400 with a JSON error, and the server keeps answering."""
+
+    def test_a_lone_surrogate_label_and_deep_nesting_are_400(self, served):
+        tb = served["tb"]
+        image_id = tb.get_json("metadata", run=WEB_RUN)["ids"][1]
+        bodies = {
+            "lone surrogate": '{"run": "%s", "id": %d, "label": "\\ud800"}' % (WEB_RUN, image_id),
+            "surrogate in assignments": '{"run": "%s", "assignments": [[%d, "a\\udfffb"]]}' % (WEB_RUN, image_id),
+            "nested array": "[" * 100_000,
+            "nested object": '{"run": ' + '{"a": ' * 50_000 + "1" + "}" * 50_000 + "}",
+            "nested closed": '{"run": "%s", "id": %d, "label": %s}' % (WEB_RUN, image_id,
+                                                                        "[" * 100_000 + "]" * 100_000),
+        }
+        for what, body in bodies.items():
+            status, text = _answer(tb, "POST", "set_labels", body)
+            assert status == 400, (what, status, text[:200])
+            assert json.loads(text)["status"] == 400 and json.loads(text)["error"], what
+        status, text = _answer(tb, "POST", "start_job", "[" * 100_000)
+        assert status == 400, text[:200]
+        assert tb.get_json("runs")["runs"]  # still answering
+        assert tb.get_json("metadata", run=WEB_RUN)["label"][1] is None  # nothing was stored
+
+
+class TestNoServerPathsInErrors:
+    """Threat: error answers named absolute paths of the server's machine (``No predictions in
+    /home/alice/experiments/run``), which tells a visitor the layout of the disk and the user's name.
+    Promise: errors over HTTP (the answer's own error and a failed job's) name paths relative to the logdir;
+    an allowed folder outside it is shown only by its last name (``…/images``)."""
+
+    def test_errors_show_no_absolute_paths(self, served):
+        tb = served["tb"]
+        secret_paths = [str(served["logdir"]), os.path.realpath(served["logdir"]), str(served["base"]),
+                        os.path.realpath(served["base"])]
+        errors = {
+            "points before a projection": _answer(tb, "GET", f"points?run={WEB_RUN}&network=efficientnet_lite0"),
+            "clusters before clustering": _answer(tb, "GET", f"clusters?run={WEB_RUN}&network=efficientnet_lite0"),
+            "metrics before results": _answer(tb, "GET", f"metrics?run={WEB_RUN}"),
+            "review before predictions": _answer(tb, "GET", f"review?run={WEB_RUN}"),
+            "unknown run": _answer(tb, "GET", "summary?run=no-such-run"),
+            "unknown image": _answer(tb, "GET", f"image?run={WEB_RUN}&id=999999"),
+            "images folder missing": _ingest(tb, "later", images=str(served["images"] / "no-such-folder")),
+        }
+        expected = {"points before a projection": 409, "clusters before clustering": 409,
+                    "metrics before results": 409, "review before predictions": 409, "unknown run": 404,
+                    "unknown image": 404, "images folder missing": 404}
+        for what, (status, text) in errors.items():
+            assert status == expected[what], (what, status, text)
+            assert json.loads(text)["error"], what
+            for secret in secret_paths:
+                assert secret not in text, (what, text)
+        # Jobs that fail in the worker: one naming the run's folder, one naming the labels file's.
+        failed = []
+        for run, kind, params in ((WEB_RUN, "project", {"network": "efficientnet_lite0", "method": "pca"}),
+                                  ("latin", "ingest", {"images": str(served["images"]),
+                                                       "labels_csv": str(served["labels"] / "latin1.csv")})):
+            job = tb.post_json("start_job", {"run": run, "kind": kind, "params": params}, expect=202)
+            done = tb.wait_job(run, job["id"], timeout=120)
+            assert done["state"] == "failed" and done["error"], done
+            failed.append((run, done))
+        assert "embed" in failed[0][1]["error"] and "not UTF-8" in failed[1][1]["error"]
+        assert "latin1.csv" in failed[1][1]["error"]  # the file is named, its folder only by its last name
+        for run, done in failed:
+            listed = [j for j in tb.get_json("jobs", run=run)["jobs"] + tb.get_json("jobs")["jobs"]
+                      if j["id"] == done["id"] and j["run"] == run]
+            for text in [done["error"]] + [j["error"] for j in listed]:
+                for secret in secret_paths:
+                    assert secret not in text, (run, text)
+
+
+class TestRunAtTheLogdirRoot:
+    """Threat: the runs of a logdir must not nest (a run's images folder would hold another run's
+    thumbnails and caches, and discovery would show one inside the other); the check was skipped for the
+    run ``.`` (the logdir itself): an ingest into ``.`` with other runs below it was queued. Promise: it is
+    refused with 400 naming the run it would contain, before anything is queued; so is a new run whose
+    images folder contains the run's own folder."""
+
+    def test_a_run_at_the_root_above_other_runs_is_refused(self, served):
+        tb = served["tb"]
+        status, text = _ingest(tb, ".", images=str(served["images"]))
+        assert status == 400, (status, text)
+        assert "would contain the run" in json.loads(text)["error"] and "nest" in json.loads(text)["error"]
+        status, text = _ingest(tb, "inner", images=str(served["logdir"]))
+        assert status == 400 and "contains the run" in json.loads(text)["error"], (status, text)
+        names = [r["name"] for r in tb.get_json("runs")["runs"]]
+        assert "." not in names and "inner" not in names
+        assert not paths.data_dir(served["logdir"]).exists()
+
+
+class TestSearchGridOverHttp:
+    """Threat: a `search` job multiplies its axes (up to 10 values each): one request could queue weeks of
+    UMAP fits, refused only when the worker reached it. Promise: a grid of more than
+    projection.MAX_GRID_CONFIGS configurations is answered 400 when submitted, with the count and the
+    limit, and never queued."""
+
+    def test_an_oversized_grid_is_refused_at_submission(self, served):
+        tb = served["tb"]
+        params = {"network": "efficientnet_lite0", "n_neighbors": [5, 10, 15, 20, 30],
+                  "min_dist": [0.0, 0.1, 0.2, 0.3, 0.5], "learning_rate": [0.5, 1.0, 2.0],
+                  "graph": ["mst", "knn"], "resolution": [0.5, 1.0]}
+        status, text = _answer(tb, "POST", "start_job", {"run": WEB_RUN, "kind": "search", "params": params})
+        assert status == 400, (status, text)
+        error = json.loads(text)["error"]
+        assert "300 configurations" in error and f"limit of {projection.MAX_GRID_CONFIGS}" in error, error
+        assert "search" not in {j["kind"] for j in tb.get_json("jobs", run=WEB_RUN)["jobs"]}

@@ -2,6 +2,9 @@
 
 Over HTTP the folder and the labels file must lie inside the folders the person who started the
 server allowed (the logdir and ``--nipgboard_roots``), checked after resolving links.
+
+Runs never nest: a new run may not hold other runs below it (the run ``.``, the logdir itself, while runs
+exist in its subfolders), nor may its images folder contain its own folder.
 """
 import os
 
@@ -37,6 +40,8 @@ def check(p, run_dir, face, allowed_roots=None):
         if not ok:
             what = "Images folder" if want_dir else "Labels file"
             raise NotFound(f"{what} not found: {os.path.basename(value) if web else value}")
+    if run_dir is not None and not paths.is_dataset(run_dir):
+        check_no_runs_below(run_dir, web)
     if images is not None:
         images = os.path.realpath(images)
         if run_dir is not None and not paths.is_dataset(run_dir):  # an existing one keeps its own folder
@@ -45,6 +50,21 @@ def check(p, run_dir, face, allowed_roots=None):
                 raise InvalidParameter("the images folder contains the run's own folder (its thumbnails and "
                                        "caches would be read as images): choose a run outside the images folder")
     return dict(p, images=images, labels_csv=None if labels is None else os.path.realpath(labels))
+
+
+def check_no_runs_below(run_dir, web):
+    """InvalidParameter when a new run at ``run_dir`` would contain other runs (e.g. the run ``.``)."""
+    from ..runs import discover
+
+    below = [name for name in discover(run_dir) if name != "."]
+    if not below:
+        return
+    more = f" and {len(below) - 1} more" if len(below) > 1 else ""
+    if web:
+        raise InvalidParameter(f"this run would contain the run {below[0]!r}{more}: runs cannot nest. Choose a new "
+                               "run name beside the others (not '.', the logdir itself).")
+    raise InvalidParameter(f"{run_dir} would contain the dataset {below[0]!r}{more}: datasets cannot nest. Choose a "
+                           "folder that holds no other NIPGBoard dataset.")
 
 
 def run(ctx, run_dir, p):
