@@ -30,8 +30,6 @@ METHODS = ("umap", "pca")
 MODES = ("supervised", "semi-supervised", "unsupervised")
 # UMAP places new images with n_epochs // 3 epochs and fails with none: fewer epochs than this are raised to it.
 MIN_UMAP_EPOCHS = 3
-UMAP_OPTIONS = ("n_neighbors", "min_dist", "learning_rate", "local_connectivity",
-                "negative_sample_rate", "n_epochs", "metric")
 
 _warm_lock = threading.Lock()
 _warm_seconds = None
@@ -84,39 +82,30 @@ def _l2_normalize(X):
 class Projection:
     """UMAP or PCA projection of feature vectors to ``n_components`` (2 or 3) dimensions.
 
-    Parameters follow umap-learn's ``UMAP``: ``n_neighbors``, ``min_dist``, ``learning_rate``,
-    ``local_connectivity``, ``negative_sample_rate``, ``n_epochs`` (None: UMAP's default; at least
-    :data:`MIN_UMAP_EPOCHS` are run),
-    ``metric`` (in the space UMAP sees: after normalisation and PCA), ``target_weight`` (how much
-    the labels shape a supervised fit, 0..1). ``pca_dims`` (None or 0: off) reduces the features
-    before UMAP; with ``method='pca'`` the projection is PCA to ``n_components`` itself.
+    ``umap_options`` go to umap-learn's ``UMAP`` as they are (the `project` step declares them:
+    n_neighbors, min_dist, ...; an ``n_epochs`` below :data:`MIN_UMAP_EPOCHS` is raised to it, None
+    lets UMAP choose). ``target_weight`` is how much the labels shape a supervised fit (0..1);
+    ``pca_dims`` (None or 0: off) reduces the features before UMAP; with ``method='pca'`` the
+    projection is PCA to ``n_components`` itself.
 
     Fitted attributes: ``embedding_`` (coordinates of the fit set), ``pca_``, ``umap_`` (None for
     PCA), ``n_features_in_``, ``supervised_`` (whether labels shaped the fit).
     """
 
-    def __init__(self, method="umap", n_components=3, n_neighbors=15, min_dist=0.1, learning_rate=1.0,
-                 local_connectivity=1.0, negative_sample_rate=5, n_epochs=None, metric="euclidean",
-                 target_weight=0.5, pca_dims=50, normalize=True, random_state=0):
+    def __init__(self, method="umap", n_components=3, target_weight=0.5, pca_dims=50, normalize=True,
+                 random_state=0, **umap_options):
         self.method = method
         self.n_components = n_components
-        self.n_neighbors = n_neighbors
-        self.min_dist = min_dist
-        self.learning_rate = learning_rate
-        self.local_connectivity = local_connectivity
-        self.negative_sample_rate = negative_sample_rate
-        self.n_epochs = n_epochs
-        self.metric = metric
         self.target_weight = target_weight
         self.pca_dims = pca_dims
         self.normalize = normalize
         self.random_state = random_state
+        self.umap_options = umap_options
 
     def get_params(self):
-        return {k: getattr(self, k) for k in (
-            "method", "n_components", "n_neighbors", "min_dist", "learning_rate", "local_connectivity",
-            "negative_sample_rate", "n_epochs", "metric", "target_weight", "pca_dims", "normalize",
-            "random_state")}
+        return dict({k: getattr(self, k) for k in (
+            "method", "n_components", "target_weight", "pca_dims", "normalize", "random_state")},
+            **self.umap_options)
 
     def _check_params(self, n_samples):
         if self.method not in METHODS:
@@ -124,16 +113,28 @@ class Projection:
         if self.n_components not in (2, 3):
             raise ValueError("n_components must be 2 or 3")
         if self.method == "umap":
-            if int(self.n_neighbors) < 2:
-                raise ValueError("n_neighbors must be at least 2")
-            if n_samples <= int(self.n_neighbors):
+            neighbours = self._umap_kwargs()["n_neighbors"]
+            if n_samples <= neighbours:
                 raise ValueError(
-                    f"too few images to fit UMAP: {n_samples} in the fit set, n_neighbors={self.n_neighbors} "
-                    f"needs more than {self.n_neighbors}; label more images or lower --n-neighbors")
-            if not 0.0 <= float(self.min_dist):
-                raise ValueError("min_dist must be >= 0")
+                    f"too few images to fit UMAP: {n_samples} in the fit set, n_neighbors={neighbours} "
+                    f"needs more than {neighbours}; label more images or lower --n-neighbors")
         elif n_samples < self.n_components + 1:
             raise ValueError(f"too few images for PCA to {self.n_components} dimensions: {n_samples}")
+
+    def _umap_kwargs(self):
+        """The options for ``umap.UMAP``, as umap-learn's own defaults complete them."""
+        import inspect
+
+        umap = _import_umap()
+        defaults = {k: v.default for k, v in inspect.signature(umap.UMAP).parameters.items()}
+        unknown = set(self.umap_options) - set(defaults)
+        if unknown:
+            raise ValueError(f"unknown UMAP option {sorted(unknown)[0]!r}")
+        options = {k: v for k, v in self.umap_options.items() if v is not None}
+        epochs = options.get("n_epochs")
+        if epochs:
+            options["n_epochs"] = max(MIN_UMAP_EPOCHS, int(epochs))
+        return dict({k: defaults[k] for k in ("n_neighbors",)}, **options)
 
     def _prepare(self, X):
         X = np.asarray(X, dtype=np.float32)
@@ -166,14 +167,9 @@ class Projection:
             Z = X
         umap = _import_umap()
         self.umap_ = umap.UMAP(
-            n_components=self.n_components, n_neighbors=int(self.n_neighbors), min_dist=float(self.min_dist),
-            learning_rate=float(self.learning_rate), local_connectivity=float(self.local_connectivity),
-            negative_sample_rate=int(self.negative_sample_rate),
-            n_epochs=None if self.n_epochs in (None, 0) else max(MIN_UMAP_EPOCHS, int(self.n_epochs)),
-            metric=self.metric, target_weight=float(self.target_weight), random_state=self.random_state,
-            transform_seed=0 if self.random_state is None else int(self.random_state),
-            n_jobs=1, low_memory=True,
-        )
+            n_components=self.n_components, target_weight=float(self.target_weight),
+            random_state=self.random_state, transform_seed=0 if self.random_state is None else int(self.random_state),
+            n_jobs=1, low_memory=True, **self._umap_kwargs())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.umap_.fit(Z, y=y if self.supervised_ else None)
@@ -373,10 +369,11 @@ def grid_search(X, y, umap_grid=None, graph_grid=None, n_folds=3, random_state=0
         params = dict(base_params or {}, **ucfg)
         params.setdefault("random_state", random_state)
         for tr, va in folds:
-            if len(tr) <= int(params.get("n_neighbors", 15)):
-                raise UserError(f"n_neighbors={params.get('n_neighbors')} needs more than {len(tr)} train images "
-                                "per fold: label more images or search smaller values.")
-            proj = Projection(**params).fit(X[tr], y[tr])
+            try:
+                proj = Projection(**params).fit(X[tr], y[tr])
+            except ValueError as exc:
+                raise UserError(f"{exc} (a cross-validation fold holds {len(tr)} train images): label more "
+                                "images or search smaller values.") from None
             Y = np.vstack([proj.embedding_, proj.transform(X[va])])
             yy = np.concatenate([y[tr], np.full(len(va), -1)])
             for gi, gcfg in enumerate(_expand(graph_grid)):

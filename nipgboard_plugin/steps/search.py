@@ -18,13 +18,27 @@ UMAP_AXES = tuple(_axis(p) for p in UMAP_OPTIONS)
 GRAPH_AXES = tuple(_axis(p) for p in CLUSTER_PARAMS if p.name in ("graph", "resolution"))
 
 
-def run(ctx, run_dir, p):
+def grids(p):
+    """(UMAP grid, graph grid) of the given axes, completed by the library's default grids."""
     from .. import projection
 
     umap_grid = {a.name: p[a.name] for a in UMAP_AXES if p.get(a.name)}
     graph_grid = {a.name: p[a.name] for a in GRAPH_AXES if p.get(a.name)}
-    umap_grid = dict(projection.DEFAULT_UMAP_GRID, **umap_grid) if umap_grid else None
-    graph_grid = dict(projection.DEFAULT_GRAPH_GRID, **graph_grid) if graph_grid else None
+    return (dict(projection.DEFAULT_UMAP_GRID, **umap_grid) if umap_grid else None,
+            dict(projection.DEFAULT_GRAPH_GRID, **graph_grid) if graph_grid else None)
+
+
+def check(p, run_dir, face, allowed_roots=None):
+    from ..projection import check_grid
+
+    check_grid(*grids(p))  # refused when submitted, before anything is queued or fitted
+    return p
+
+
+def run(ctx, run_dir, p):
+    from .. import projection
+
+    umap_grid, graph_grid = grids(p)
     ctx.stage("cross-validating configurations")
     result = projection.search_dataset(run_dir, p["network"], umap_grid, graph_grid, n_folds=p["folds"],
                                        n_components=p["n_components"], random_state=p["random_state"],
@@ -53,5 +67,5 @@ STEP = register(Step(
             SEED,
             Param("apply", "bool", False, help="project and cluster with the best configuration"),
             PROJECTOR),
-    run=run, render=render, needs=("embed",), produces=("projection", "clusters"),
+    run=run, check=check, render=render, needs=("embed",), produces=("projection", "clusters"),
     module="nipgboard_plugin.projection"))
