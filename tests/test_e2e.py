@@ -1,8 +1,11 @@
 """The panel end to end: real TensorBoard, real images, headless Chromium driven by Playwright.
 
-The browser script is ``frontend/e2e/flow.mjs`` (open the tab, click a network, watch its progress,
-check the canvas shows points coloured by prediction, colour by cluster, similar images, near
-duplicates, review queue, keyboard labelling, undo, a failed job's error, reload, the 2-D view).
+The browser script is ``frontend/e2e/flow.mjs``; its header lists what it covers: option forms from
+/kinds, a network's pipeline that finishes with the tab closed, the points coloured by prediction,
+colour by cluster, hover, box selection, clusters, similar images, near duplicates, the review queue
+with keyboard labelling and prediction updates, undo of a relabel and of a cluster label, a failed
+job's error after a reload, a refused option, a reload while one job runs and a pipeline waits, Cancel,
+the 2-D view and two networks' disagreements.
 Screenshots land in ``test-artifacts/e2e/``. Needs what ``scripts/setup.sh`` installs: the frontend
 bundle and its npm packages (``scripts/build-frontend.sh``) and Debian's ``chromium``.
 """
@@ -57,7 +60,7 @@ def test_panel_end_to_end(faces_run, nipgboard_home, tmp_path):
         env = dict(os.environ, TB_URL=f"http://127.0.0.1:{tb.port}", NETWORK="efficientnet_lite0", NETWORK2="mobilenet_v2",
                    METHOD="pca", ARTIFACTS=str(artifacts), CHROMIUM=CHROMIUM)
         proc = subprocess.run(["node", "e2e/flow.mjs"], cwd=FRONTEND, env=env, capture_output=True, text=True,
-                              timeout=900)
+                              timeout=1500)
     (artifacts / "flow.log").write_text(proc.stdout + proc.stderr)
     print(proc.stdout)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:] + "\n--- tensorboard log ---\n" + \
@@ -76,7 +79,7 @@ def test_panel_onboarding_adds_a_folder(nipgboard_home, tmp_path):
 
     images = tmp_path / "photos"
     write_shapes(images, per_class=4)
-    with TensorBoardServer(logdir, nipgboard_home, log_path=tmp_path / "tensorboard.log") as tb:
+    with TensorBoardServer(logdir, nipgboard_home, log_path=tmp_path / "tensorboard.log", roots=[images]) as tb:
         env = dict(os.environ, TB_URL=f"http://127.0.0.1:{tb.port}", ARTIFACTS=str(artifacts), CHROMIUM=CHROMIUM,
                    IMAGES=str(images))
         proc = subprocess.run(["node", "e2e/onboarding.mjs"], cwd=FRONTEND, env=env, capture_output=True, text=True,

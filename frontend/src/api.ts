@@ -1,35 +1,74 @@
-// Calls to the plugin's routes. Every URL is relative: inside TensorBoard the page's base is
-// `plugin/nipgboard/` under `/data/`, so `runs` resolves to `/data/plugin/nipgboard/runs`.
+// Calls to the plugin's routes, one typed helper per route. Every URL is relative: inside TensorBoard
+// the page's base is `plugin/nipgboard/` under `/data/`, so `runs` resolves to `/data/plugin/nipgboard/runs`.
+import type {
+  ClustersAnswer, Job, JobParams, JobsAnswer, KindsAnswer, Metadata, MetricsAnswer, NetworksAnswer,
+  ReviewAnswer, RunsAnswer, SetLabelsAnswer, SimilarAnswer, SpriteIndex, Summary,
+} from './types';
+
+type Query = Record<string, string | number | boolean | undefined>;
 
 export class ApiError extends Error {
-  constructor(public status: number, message: string, public body: any = null) { super(message); }
+  constructor(public status: number, message: string) { super(message); }
 }
 
-function qs(params: Record<string, any>) {
+export function url(route: string, params: Query = {}) {
   const u = new URLSearchParams();
-  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null) u.set(k, String(v));
+  for (const [k, v] of Object.entries(params)) if (v !== undefined) u.set(k, String(v));
   const s = u.toString();
-  return s ? '?' + s : '';
+  return s ? `${route}?${s}` : route;
 }
 
-export function url(route: string, params: Record<string, any> = {}) {
-  return route + qs(params);
-}
-
+/** The response when it is a success; otherwise an ApiError with the server's `error` text. */
 async function check(res: Response) {
   if (res.ok) return res;
   let msg = `${res.status} ${res.statusText}`;
-  let body: any = null;
-  try { body = await res.json(); if (body && body.error) msg = body.error; } catch { /* not JSON */ }
-  throw new ApiError(res.status, msg, body);
+  try {
+    const body: unknown = await res.json();
+    if (body && typeof body === 'object' && 'error' in body && typeof body.error === 'string') msg = body.error;
+  } catch { /* not JSON */ }
+  throw new ApiError(res.status, msg);
 }
 
-export async function getJSON<T = any>(route: string, params: Record<string, any> = {}): Promise<T> {
+async function get<T>(route: string, params: Query = {}): Promise<T> {
   const res = await check(await fetch(url(route, params), { credentials: 'same-origin' }));
-  return res.json();
+  return res.json() as Promise<T>;
 }
 
-export async function getBinary(route: string, params: Record<string, any>, onProgress?: (done: number, total: number) => void) {
+async function post<T>(route: string, body: object): Promise<T> {
+  const res = await check(await fetch(route, {
+    method: 'POST',
+    credentials: 'same-origin',
+    headers: { 'Content-Type': 'application/json', 'X-NIPGBoard': '1' },
+    body: JSON.stringify(body),
+  }));
+  return res.json() as Promise<T>;
+}
+
+export const getRuns = () => get<RunsAnswer>('runs');
+export const getSummary = (run: string) => get<Summary>('summary', { run });
+export const getNetworks = (run: string) => get<NetworksAnswer>('networks', { run });
+export const getKinds = () => get<KindsAnswer>('kinds');
+export const getJobs = (run: string, opts: { active?: boolean; limit?: number } = {}) =>
+  get<JobsAnswer>('jobs', { run, active: opts.active ? 'true' : undefined, limit: opts.limit });
+export const getJob = <R = unknown>(run: string, id: number) => get<Job<R>>('job', { run, id });
+export const startJob = <R = unknown>(run: string, kind: string, params: JobParams) =>
+  post<Job<R>>('start_job', { run, kind, params });
+export const cancelJob = (run: string, id: number) => post<Job>('cancel_job', { run, id });
+export const getMetadata = (run: string, network: string) => get<Metadata>('metadata', { run, network });
+export const getClusters = (run: string, network: string) => get<ClustersAnswer>('clusters', { run, network });
+export const getMetrics = (run: string) => get<MetricsAnswer>('metrics', { run });
+/** `limit` is how many items the panel lists; `all`: every unlabelled image, not only the flagged ones. */
+export const getReview = (run: string, limit: number, all = false) =>
+  get<ReviewAnswer>('review', { run, limit, all: all ? 'true' : undefined });
+export const getSimilar = (run: string, network: string, id: number, k: number) =>
+  get<SimilarAnswer>('similar', { run, network, id, k });
+export const getSpriteIndex = (run: string, tile: number) => get<SpriteIndex>('sprite_index', { run, tile });
+
+/** Give `label` (null removes it) to images, or restore earlier labels image by image. */
+export const setLabels = (run: string, change: { ids: number[]; label: string | null } | { assignments: [number, string | null][] }) =>
+  post<SetLabelsAnswer>('set_labels', { run, ...change });
+
+export async function getBinary(route: string, params: Query, onProgress?: (done: number, total: number) => void) {
   const res = await check(await fetch(url(route, params), { credentials: 'same-origin' }));
   const total = Number(res.headers.get('Content-Length') || 0);
   if (!res.body || !onProgress) return { buf: await res.arrayBuffer(), headers: res.headers };
@@ -48,29 +87,6 @@ export async function getBinary(route: string, params: Record<string, any>, onPr
   for (const p of parts) { out.set(p, o); o += p.length; }
   return { buf: out.buffer, headers: res.headers };
 }
-
-export async function post<T = any>(route: string, body: any): Promise<T> {
-  const res = await check(await fetch(route, {
-    method: 'POST',
-    credentials: 'same-origin',
-    headers: { 'Content-Type': 'application/json', 'X-NIPGBoard': '1' },
-    body: JSON.stringify(body),
-  }));
-  return res.json();
-}
-
-export interface Job {
-  id: number; kind: string; state: string; stage?: string; done?: number; total?: number;
-  fraction?: number | null; rate?: number | null; eta?: number | null; message?: string; error?: string;
-  result?: any; params?: any; run?: string;
-}
-
-/** Why a job did not finish: its error, else its last message, else its state. */
-export const jobWhy = (j: Job) => j.error || j.message || j.state;
-
-export const startJob = (run: string, kind: string, params: any) => post<Job>('start_job', { run, kind, params });
-export const cancelJob = (run: string, id: number) => post<Job>('cancel_job', { run, id });
-export const getJob = (run: string, id: number) => getJSON<Job>('job', { run, id });
 
 export async function loadImage(src: string): Promise<HTMLImageElement> {
   const img = new Image();

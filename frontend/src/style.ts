@@ -29,6 +29,15 @@ select, input { font: inherit; padding: 2px 4px; border: 1px solid #bbb; border-
 .prog { font-size: 11px; color: #555; }
 .opts { display: grid; grid-template-columns: auto 1fr; gap: 3px 8px; align-items: center; }
 .opts input { width: 70px; }
+.opts input[type=checkbox] { width: auto; justify-self: start; }
+.opts select { max-width: 150px; }
+.opts label { cursor: help; }
+.opts .changed { border-color: #f57c00; background: #fff3e0; }
+.opts input.err { border-color: #c62828; background: #ffebee; }
+.opts-form { border: 1px solid #e0e0e0; border-radius: 5px; padding: 3px 7px; margin: 4px 0; }
+.opts-form > summary { cursor: pointer; font-weight: 500; }
+.opts-form[open] > summary { margin-bottom: 4px; }
+.opts-form > button { margin: 5px 0 2px; }
 table.t { border-collapse: collapse; width: 100%; font-size: 11px; }
 table.t th, table.t td { border-bottom: 1px solid #eee; padding: 2px 4px; text-align: right; white-space: nowrap; }
 table.t th:first-child, table.t td:first-child { text-align: left; }

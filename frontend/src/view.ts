@@ -4,6 +4,8 @@
 // only (camera moved, data or colours changed), so an idle tab costs nothing.
 import * as THREE from 'three';
 import { OrbitControls } from 'three/examples/jsm/controls/OrbitControls.js';
+import { medianNearest, normalise, pointInPolygon } from './geometry';
+import { FRAG, VERT } from './shaders';
 
 export interface Atlas {
   /** The atlas image (already decoded). */
@@ -20,71 +22,6 @@ export interface Atlas {
 }
 
 export type Tool = 'orbit' | 'box' | 'lasso';
-
-const VERT = /* glsl */ `
-attribute float aCell;
-attribute vec3 aColor;
-attribute float aFlag;
-uniform float uSize;
-uniform float uScale;
-uniform float uMaxSize;
-varying vec3 vColor;
-varying float vCell;
-varying float vFlag;
-varying float vPx;
-void main() {
-  vec4 mv = modelViewMatrix * vec4(position, 1.0);
-  gl_Position = projectionMatrix * mv;
-  float s = uSize * uScale / max(-mv.z, 1e-3);
-  if (aFlag > 0.5 && aFlag < 1.5) s = s * 1.5 + 4.0;      // selected
-  else if (aFlag > 2.5) s = s * 2.5 + 10.0;                // hovered / current
-  else if (aFlag > 1.5) s = s * 0.5;                        // dimmed
-  s = clamp(s, 2.0, uMaxSize);
-  gl_PointSize = s;
-  vPx = s;
-  vColor = aColor;
-  vCell = aCell;
-  vFlag = aFlag;
-  if (aFlag > 0.5 && aFlag < 1.5 || aFlag > 2.5) gl_Position.z -= 0.001 * gl_Position.w;  // on top
-}
-`;
-
-const FRAG = /* glsl */ `
-uniform sampler2D uAtlas;
-uniform float uThumbs;
-uniform float uPerRow;
-uniform vec2 uCellUV;
-varying vec3 vColor;
-varying float vCell;
-varying float vFlag;
-varying float vPx;
-void main() {
-  vec2 p = gl_PointCoord;
-  vec3 frame = vColor;
-  if (vFlag > 0.5 && vFlag < 1.5) frame = vec3(1.0, 1.0, 1.0);
-  if (vFlag > 2.5) frame = vec3(1.0, 0.85, 0.0);
-  if (vFlag > 1.5 && vFlag < 2.5) frame = mix(vColor, vec3(0.35), 0.75);
-  if (uThumbs < 0.5 || vPx < 7.0) {
-    float d = length(p - 0.5);
-    if (d > 0.5) discard;
-    gl_FragColor = vec4(frame, 1.0);
-    return;
-  }
-  float b = max(0.1, 1.6 / vPx);
-  if (vFlag > 0.5 && vFlag < 1.5 || vFlag > 2.5) b = max(b, 3.0 / vPx);
-  if (p.x < b || p.x > 1.0 - b || p.y < b || p.y > 1.0 - b) {
-    gl_FragColor = vec4(frame, 1.0);
-    return;
-  }
-  vec2 q = (p - b) / (1.0 - 2.0 * b);
-  float col = mod(vCell, uPerRow);
-  float row = floor(vCell / uPerRow + 1e-4);
-  vec2 uv = (vec2(col, row) + q) * uCellUV;
-  vec3 c = texture2D(uAtlas, uv).rgb;
-  if (vFlag > 1.5 && vFlag < 2.5) c = mix(c, vec3(0.3), 0.7);
-  gl_FragColor = vec4(c, 1.0);
-}
-`;
 
 export class PointView {
   readonly canvas: HTMLCanvasElement;
@@ -484,55 +421,4 @@ export class PointView {
     }
     return diff / Math.max(total, 1);
   }
-}
-
-function pointInPolygon(x: number, y: number, poly: [number, number][]) {
-  let inside = false;
-  for (let i = 0, j = poly.length - 1; i < poly.length; j = i++) {
-    const [xi, yi] = poly[i], [xj, yj] = poly[j];
-    if ((yi > y) !== (yj > y) && x < ((xj - xi) * (y - yi)) / (yj - yi || 1e-12) + xi) inside = !inside;
-  }
-  return inside;
-}
-
-/** Centre the points and scale them into a cube of edge 20 (2-D: z = 0). */
-export function normalise(src: Float32Array, dims: number): Float32Array<ArrayBuffer> {
-  const n = src.length / 3;
-  const out = new Float32Array(src.length);
-  const lo = [Infinity, Infinity, Infinity], hi = [-Infinity, -Infinity, -Infinity];
-  for (let i = 0; i < n; i++) for (let k = 0; k < 3; k++) {
-    const v = src[i * 3 + k];
-    if (!Number.isFinite(v)) continue;
-    if (v < lo[k]) lo[k] = v;
-    if (v > hi[k]) hi[k] = v;
-  }
-  let span = 1e-9;
-  for (let k = 0; k < dims; k++) span = Math.max(span, hi[k] - lo[k]);
-  const s = 20 / span;
-  for (let i = 0; i < n; i++) for (let k = 0; k < 3; k++) {
-    const v = src[i * 3 + k];
-    out[i * 3 + k] = k >= dims || !Number.isFinite(v) ? 0 : (v - (lo[k] + hi[k]) / 2) * s;
-  }
-  return out;
-}
-
-/** Median distance from a sample of points to their nearest neighbour among all points. */
-function medianNearest(P: Float32Array, n: number, samples: number): number {
-  if (n < 2) return 0;
-  const m = Math.min(n, samples);
-  const d: number[] = [];
-  for (let s = 0; s < m; s++) {
-    const i = Math.floor((s * n) / m);
-    const x = P[i * 3], y = P[i * 3 + 1], z = P[i * 3 + 2];
-    let best = Infinity;
-    for (let j = 0; j < n; j++) {
-      if (j === i) continue;
-      const dx = P[j * 3] - x, dy = P[j * 3 + 1] - y, dz = P[j * 3 + 2] - z;
-      const q = dx * dx + dy * dy + dz * dz;
-      if (q < best && q > 1e-12) best = q;
-    }
-    if (best < Infinity) d.push(Math.sqrt(best));
-  }
-  d.sort((a, b) => a - b);
-  return d.length ? d[d.length >> 1] : 0;
 }

@@ -1,0 +1,34 @@
+// The clusters tab: each cluster's size, majority label and purity; a click selects the cluster so
+// that one key labels all of it.
+import { getClusters } from '../api';
+import { errorText, h } from '../dom';
+import type { App } from '../index';
+import type { ClustersAnswer } from '../types';
+
+export class ClustersPanel {
+  answer: ClustersAnswer | null = null;
+
+  constructor(private app: App) {}
+
+  async render(pane: HTMLElement) {
+    const { state } = this.app;
+    let answer: ClustersAnswer;
+    try { answer = await getClusters(state.run, state.network); } catch (e) { pane.replaceChildren(h('p', { class: 'muted', text: errorText(e) })); return; }
+    this.answer = answer;
+    const t = state.target;
+    const rows = answer.clusters.map((c) => h('tr', {
+      class: 'click' + (t.kind === 'cluster' && t.cluster === c.cluster ? ' cur' : ''), 'data-cluster': c.cluster,
+      onClick: () => {
+        this.app.centre.select(state.clusterIndices(c.cluster), false);
+        state.target = { kind: 'cluster', cluster: c.cluster };
+        this.app.labels.render();
+        this.app.renderTab();
+      },
+    }, h('td', { text: String(c.cluster) }), h('td', { text: String(c.size) }),
+      h('td', { text: c.needs_label ? 'needs a label' : c.label ?? '', class: c.needs_label ? 'err' : '' }),
+      h('td', { text: c.needs_label ? '' : (c.purity * 100).toFixed(0) + '%' }), h('td', { text: String(c.n_labelled) })));
+    const needing = answer.clusters.filter((c) => c.needs_label).length;
+    pane.replaceChildren(h('div', { class: 'muted', text: `${answer.clusters.length} clusters; ${needing} need a label. Click one, then label it (keys 1–9).` }),
+      h('table', { class: 't' }, h('tr', {}, ...['cluster', 'size', 'majority', 'purity', 'labelled'].map((x) => h('th', { text: x }))), ...rows));
+  }
+}
