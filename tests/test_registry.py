@@ -128,6 +128,9 @@ def test_the_pipeline_checks_each_steps_options_with_that_steps_declarations():
         pipeline.clean({"network": NET, "steps": ["embed"], "options": {"cluster": {}}})
     with pytest.raises(InvalidParameter, match="in the order"):
         pipeline.clean({"network": NET, "steps": ["project", "embed"]})
+    # The panel's "Auto": the grid search, applied, then the predictions.
+    auto = pipeline.clean({"network": NET, "steps": ["search", "predict"], "options": {"search": {"apply": True}}})
+    assert auto["options"]["search"]["apply"] is True and auto["options"]["search"]["folds"] == 3
 
 
 def test_kinds_lists_every_job_step_as_json():

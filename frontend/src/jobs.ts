@@ -7,7 +7,7 @@ import type { App } from './index';
 import { ACTIVE, type Job, type JobParams } from './types';
 
 const POLL_MS = 400;
-/** The jobs a network's card shows: its pipeline, or the grid search of "Auto". */
+/** The jobs a network's card shows: its pipelines (the one click, and "Auto"), or a script's search. */
 const NETWORK_JOBS = ['pipeline', 'search'];
 
 /** Why a job did not finish: its error, else its last message, else its state. */
@@ -73,16 +73,19 @@ export class Pipelines {
   }
 
   /**
-   * "Auto": a grid search of the projection and clustering options by cross-validated accuracy,
-   * applying the best; then the predictions again (a pipeline of the predict step). The search itself
-   * runs on the server; the predictions after it only start while the panel is open.
+   * "Auto": one pipeline on the server: a grid search of the projection and clustering options by
+   * cross-validated accuracy, applying the best, then the predictions again.
    */
   async search(network: string) {
     // The project options the user changed that the search takes as they are (e.g. the view's dimensions).
     const own = this.app.state.kinds.get('search')?.params ?? [];
     const shared = Object.entries(this.app.options.changedFor('project'))
       .filter(([name]) => own.some((p) => p.name === name && !p.type.endsWith('_list')));
-    await this.submit(network, 'search', { ...Object.fromEntries(shared), network, apply: true });
+    const predict = this.app.options.changedFor('predict');
+    await this.submit(network, 'pipeline', {
+      network, steps: ['search', 'predict'],
+      options: { search: { ...Object.fromEntries(shared), apply: true }, ...(Object.keys(predict).length ? { predict } : {}) },
+    });
   }
 
   private async submit(network: string, kind: string, params: JobParams) {
@@ -154,7 +157,6 @@ export class Pipelines {
       return;
     }
     this.app.networks.updateCard(network);
-    if (end.kind === 'search' && end.params.apply === true) { await this.start(network, ['predict']); return; }
     this.app.notices.toast(`${network}: done`);
     await this.app.refreshNetworks();
     await this.app.centre.loadView(network);

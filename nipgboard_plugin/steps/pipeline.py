@@ -1,11 +1,13 @@
 """pipeline: a chain of steps run as one job on the server (by default embed, project, cluster,
-predict), so it finishes with the browser tab closed and resumes after a restart (features come
-from the cache; later steps recompute and replace their results atomically)."""
+predict; the panel's "Auto" is search with apply, then predict), so it finishes with the browser tab
+closed and resumes after a restart (features come from the cache; later steps recompute and replace
+their results atomically)."""
 from ..errors import Cancelled, InvalidParameter
 from ..params import Param
 from . import NETWORK, Context, Step, get, register
 
-CHAIN = ("embed", "project", "cluster", "predict")
+CHAIN = ("embed", "search", "project", "cluster", "predict")    # the order steps run in
+DEFAULT = ("embed", "project", "cluster", "predict")
 
 
 def check(p, run_dir, face, allowed_roots=None):
@@ -70,7 +72,7 @@ def render(r):
 STEP = register(Step(
     "pipeline", "a network's whole chain as one job: embed, project, cluster and predict",
     params=(NETWORK,
-            Param("steps", "choice_list", list(CHAIN), choices=CHAIN, help="the steps, in order"),
+            Param("steps", "choice_list", list(DEFAULT), choices=CHAIN, help="the steps, in order"),
             Param("options", "object", None, cli=False,
                   help="parameters per step, e.g. {\"project\": {\"n_neighbors\": 30}}")),
     run=run, check=check, render=render, needs=(), produces=("features", "projection", "clusters", "predictions")))
