@@ -212,8 +212,7 @@ def build_parser():
         if not step.cli:
             continue
         p = command(step.command, step_handler(step), step.help, step.render)
-        if step.logdir_arg:
-            p.add_argument("logdir", help="the dataset's folder (a TensorBoard run)")
+        p.add_argument("logdir", help="the dataset's folder (a TensorBoard run)")
         for param in step.params:
             if param.cli:
                 param.add_to_parser(p)

@@ -28,7 +28,7 @@ def _parsers():
 
 def _cli_argv(step):
     """The shortest command line for ``step``: its required parameters only."""
-    argv = [step.command] + (["LOGDIR"] if step.logdir_arg else [])
+    argv = [step.command, "LOGDIR"]
     for p in step.params:
         if p.cli and p.required:
             value = EXAMPLE[p.name]

@@ -78,9 +78,6 @@ class Step:
     job: bool = True
     cli: bool = True
     needs_dataset: bool = True
-    logdir_arg: bool = True
-    extra_cli: Callable = None      # (parser) -> None: CLI-only arguments that are no parameters
-    from_cli: Callable = None       # (args) -> dict of extra values read from those arguments
 
     def __post_init__(self):
         names = [p.name for p in self.params]
@@ -92,9 +89,6 @@ class Step:
             if p.name == name:
                 return p
         raise KeyError(name)
-
-    def defaults(self) -> dict:
-        return {p.name: (None if p.required else p.default) for p in self.params}
 
     def available(self) -> bool:
         if not self.module:
