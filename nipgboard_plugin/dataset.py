@@ -324,8 +324,8 @@ def ingest(logdir, images_dir, labels_csv=None, folder_labels_from_subdirs=False
 
 
 def _add_files(store, root, progress, workers):
-    known = {p for (p,) in store.conn.execute("SELECT path FROM images UNION SELECT path FROM duplicates")}
-    sha_to_id = {s: i for i, s in store.conn.execute("SELECT id, sha256 FROM images")}
+    known = store.known_paths()
+    sha_to_id = store.ids_by_hash()
     todo, skipped = [], []
     for entry in scan(root):
         if entry[0] == "skip":
@@ -343,23 +343,9 @@ def _add_files(store, root, progress, workers):
 
     def flush():
         nonlocal added, duplicates
-        with store.transaction() as conn:
-            for r in chunk:
-                if not r["ok"]:
-                    continue
-                conn.execute("DELETE FROM unreadable WHERE path=?", (r["rel"],))
-                twin = sha_to_id.get(r["sha256"])
-                if twin is not None:
-                    conn.execute("INSERT OR REPLACE INTO duplicates(path, image_id) VALUES(?, ?)", (r["rel"], twin))
-                    duplicates += 1
-                    continue
-                cur = conn.execute(
-                    "INSERT INTO images(sha256, path, width, height, mode, format, n_bytes, added_at) "
-                    "VALUES(?,?,?,?,?,?,?,?)",
-                    (r["sha256"], r["rel"], r["width"], r["height"], r["mode"], r["format"], r["n_bytes"], now),
-                )
-                sha_to_id[r["sha256"]] = cur.lastrowid
-                added += 1
+        n_added, n_duplicates = store.add_images([r for r in chunk if r["ok"]], now, sha_to_id)
+        added += n_added
+        duplicates += n_duplicates
         chunk.clear()
 
     # Sorted order makes "which copy is kept" deterministic: the first path in sort order.
@@ -378,13 +364,8 @@ def _add_files(store, root, progress, workers):
     flush()
     if progress:
         progress(done, len(todo))
-    with store.transaction() as conn:
-        conn.executemany(
-            "INSERT OR REPLACE INTO unreadable(path, reason, seen_at) VALUES(?,?,?)",
-            [(p, reason, now) for p, reason in unreadable],
-        )
-    missing = sum(1 for (p,) in store.conn.execute("SELECT path FROM images") if not (root / p).exists()) \
-        if len(known) else 0
+    store.record_unreadable(unreadable, now)
+    missing = sum(1 for p in store.stored_paths() if not (root / p).exists()) if len(known) else 0
     return {"files_seen": len(todo), "added": added, "duplicates_found": duplicates,
             "unreadable_found": len(unreadable), "missing_files": missing}
 
@@ -407,7 +388,7 @@ def _apply_labels(store, csv_rows, from_folders):
     overwriting a stored label; record every problem in ``label_issues``."""
     wanted, issues = {}, []  # rel -> (where, label)
     if from_folders:
-        paths = [p for (p,) in store.conn.execute("SELECT path FROM images UNION SELECT path FROM duplicates")]
+        paths = store.known_paths()
         refused = {}
         for rel, folder in folder_labels(paths).items():
             try:
@@ -416,7 +397,7 @@ def _apply_labels(store, csv_rows, from_folders):
                 refused.setdefault(folder, str(exc))
         for folder, why in sorted(refused.items()):
             issues.append(("folders", f"folder {printable(folder)}/ gives no label: {why}"))
-    unreadable = {p for (p,) in store.conn.execute("SELECT path FROM unreadable")}
+    unreadable = store.unreadable_paths()
     if csv_rows is not None:
         entries, csv_issues = csv_rows
         issues.extend(csv_issues)
@@ -462,21 +443,15 @@ def _apply_labels(store, csv_rows, from_folders):
                                      f"the input says '{printable(label)}'"))
     source = "csv" if csv_rows is not None else "folder"
     store.set_labels(new, source=source)
-    with store.transaction() as conn:
-        conn.execute("DELETE FROM label_issues")
-        conn.executemany("INSERT INTO label_issues(source, detail, seen_at) VALUES(?,?,?)",
-                         [(s, d, time.time()) for s, d in issues])
+    store.replace_label_issues(issues)
     return {"labels_added": len(new), "label_conflicts": conflicts}
 
 
 def _assign_splits(store, test_fraction, seed):
     """Give labelled images still in the pool a train/test split; existing splits never move."""
-    rows = store.conn.execute(
-        "SELECT i.id, l.label, i.sha256 FROM images i JOIN labels l ON l.image_id = i.id WHERE i.split = 'pool'"
-    ).fetchall()
+    rows = store.labelled_pool_images()
     if not rows:
         return 0
     assignment = stratified_split(rows, test_fraction, seed)
-    with store.transaction() as conn:
-        conn.executemany("UPDATE images SET split=? WHERE id=?", [(s, i) for i, s in assignment.items()])
+    store.set_splits(assignment)
     return len(assignment)

@@ -7,7 +7,6 @@ by Ctrl-C or ``kill -9`` loses at most the batch in flight, never leaves a
 corrupt entry, and the next run extracts only what is missing.
 """
 import queue
-import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,32 +16,15 @@ import numpy as np
 
 from . import backbones, imaging, paths
 from .errors import MissingStep
-from .store import Store, connect
+from .feature_store import FeatureStore, cached_count, cached_per_network
+from .store import Store
 
-FEATURES_SCHEMA = """
-CREATE TABLE IF NOT EXISTS features (
-    key TEXT NOT NULL,          -- Backbone.cache_key(): network, weights and preprocessing
-    sha256 TEXT NOT NULL,       -- the image file's content hash
-    vec BLOB NOT NULL,          -- float32, little endian
-    PRIMARY KEY (key, sha256)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS failures (
-    key TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    PRIMARY KEY (key, sha256)
-) WITHOUT ROWID;
-"""
+__all__ = ["FeaturesMissing", "Progress", "cached_count", "cached_per_network", "embed", "load_features",
+           "resolve_backbone"]
 
 
 class FeaturesMissing(MissingStep):
     """Some image has no features for the network yet: run ``embed`` first."""
-
-
-def open_cache(logdir) -> sqlite3.Connection:
-    path = paths.features_path(logdir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return connect(path, FEATURES_SCHEMA)
 
 
 def resolve_backbone(network_id):
@@ -50,30 +32,6 @@ def resolve_backbone(network_id):
     from .params import check_network
 
     return backbones.get(check_network(network_id))
-
-
-def cached_count(run_dir, cache_key) -> int:
-    """How many feature vectors the cache holds under ``cache_key`` (0 without a cache)."""
-    if not paths.features_path(run_dir).is_file():
-        return 0
-    cache = open_cache(run_dir)
-    try:
-        return cache.execute("SELECT COUNT(*) FROM features WHERE key=?", (cache_key,)).fetchone()[0]
-    finally:
-        cache.close()
-
-
-def cached_per_network(run_dir) -> dict:
-    """{cache key: images of the dataset with features under that key}."""
-    if not paths.features_path(run_dir).is_file():
-        return {}
-    cache = open_cache(run_dir)
-    try:
-        cache.execute("ATTACH DATABASE ? AS ds", (str(paths.db_path(run_dir)),))
-        return dict(cache.execute(
-            "SELECT f.key, COUNT(*) FROM ds.images i JOIN features f ON f.sha256 = i.sha256 GROUP BY f.key"))
-    finally:
-        cache.close()
 
 
 @dataclass
@@ -103,9 +61,9 @@ def embed(logdir, network_id, batch_size=32, progress=None, should_stop=None, de
     with Store(logdir) as store:
         rows = store.image_rows("id, sha256, path")
         root = store.images_root()
-    cache = open_cache(logdir)
+    cache = FeatureStore(logdir)
     try:
-        cached = {s for (s,) in cache.execute("SELECT sha256 FROM features WHERE key=?", (key,))}
+        cached = cache.hashes(key)
         todo, seen = [], set()
         for _image_id, sha, rel in rows:
             if sha not in cached and sha not in seen:
@@ -176,14 +134,7 @@ def _extract(backbone, key, root, todo, cache, batch_size, progress, should_stop
                 break
             good, tensor, failed = batch
             feats = engine.run(tensor) if good else []
-            with cache:
-                cache.execute("BEGIN")
-                cache.executemany(
-                    "INSERT OR REPLACE INTO features(key, sha256, vec) VALUES(?,?,?)",
-                    [(key, sha, np.asarray(f, dtype="<f4").tobytes()) for sha, f in zip(good, feats)],
-                )
-                cache.executemany("INSERT OR REPLACE INTO failures(key, sha256, reason) VALUES(?,?,?)",
-                                  [(key, sha, err) for sha, err in failed])
+            cache.add_batch(key, good, feats, failed)
             done += len(good) + len(failed)
             result["extracted"] += len(good)
             result["failed"].extend(err for _, err in failed)
@@ -211,29 +162,11 @@ def load_features(logdir, network_id):
         raise MissingStep(f"No NIPGBoard dataset in {logdir}: run `nipgboard init {logdir} --images DIR` first.")
     backbone = backbones.get(network_id)
     key = backbone.cache_key()
-    cache = open_cache(logdir)
-    try:
-        cache.execute("ATTACH DATABASE ? AS ds", (str(paths.db_path(logdir)),))
-        n_images = cache.execute("SELECT COUNT(*) FROM ds.images").fetchone()[0]
-        rows = cache.execute(
-            "SELECT i.id, f.vec FROM ds.images i JOIN features f ON f.sha256 = i.sha256 AND f.key = ? "
-            "ORDER BY i.id", (key,))
-        first = rows.fetchone()
-        n_found = 0 if first is None else cache.execute(
-            "SELECT COUNT(*) FROM ds.images i JOIN features f ON f.sha256 = i.sha256 AND f.key = ?",
-            (key,)).fetchone()[0]
-        if n_found < n_images:
-            raise FeaturesMissing(
-                f"{n_images - n_found} of {n_images} images have no {network_id} features yet: "
-                f"run `nipgboard embed {logdir} --network {network_id}` first."
-            )
-        dim = len(first[1]) // 4
-        ids = np.empty(n_images, dtype=np.int64)
-        X = np.empty((n_images, dim), dtype=np.float32)
-        ids[0], X[0] = first[0], np.frombuffer(first[1], dtype="<f4")
-        for i, (image_id, vec) in enumerate(rows, start=1):
-            ids[i] = image_id
-            X[i] = np.frombuffer(vec, dtype="<f4")
-        return ids, X
-    finally:
-        cache.close()
+    with FeatureStore(logdir) as cache:
+        n_images, n_found, ids, X = cache.dataset_vectors(key)
+    if ids is None:
+        raise FeaturesMissing(
+            f"{n_images - n_found} of {n_images} images have no {network_id} features yet: "
+            f"run `nipgboard embed {logdir} --network {network_id}` first."
+        )
+    return ids, X

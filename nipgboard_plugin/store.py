@@ -171,6 +171,72 @@ class Store:
     def absolute_path(self, rel_path) -> Path:
         return self.images_root() / rel_path
 
+    # -- what an ingest writes ----------------------------------------------------------------
+    def known_paths(self) -> set:
+        """Every path already seen as an image or as a duplicate of one."""
+        return {p for (p,) in self.conn.execute("SELECT path FROM images UNION SELECT path FROM duplicates")}
+
+    def stored_paths(self) -> list:
+        """The path of every stored image."""
+        return [p for (p,) in self.conn.execute("SELECT path FROM images")]
+
+    def ids_by_hash(self) -> dict:
+        """{sha256: image id} of every stored image."""
+        return {s: i for i, s in self.conn.execute("SELECT id, sha256 FROM images")}
+
+    def add_images(self, rows, now, ids_by_hash):
+        """Add inspected files (dicts with rel, sha256, width, height, mode, format, n_bytes) in one
+        transaction; returns (added, duplicates).
+
+        A file whose content is already stored (its hash in ``ids_by_hash``, which this call extends
+        with the images it adds) is recorded as a duplicate of that image. Each file leaves the
+        unreadable list.
+        """
+        added = duplicates = 0
+        with self.transaction() as conn:
+            for r in rows:
+                conn.execute("DELETE FROM unreadable WHERE path=?", (r["rel"],))
+                twin = ids_by_hash.get(r["sha256"])
+                if twin is not None:
+                    conn.execute("INSERT OR REPLACE INTO duplicates(path, image_id) VALUES(?, ?)", (r["rel"], twin))
+                    duplicates += 1
+                    continue
+                cur = conn.execute(
+                    "INSERT INTO images(sha256, path, width, height, mode, format, n_bytes, added_at) "
+                    "VALUES(?,?,?,?,?,?,?,?)",
+                    (r["sha256"], r["rel"], r["width"], r["height"], r["mode"], r["format"], r["n_bytes"], now),
+                )
+                ids_by_hash[r["sha256"]] = cur.lastrowid
+                added += 1
+        return added, duplicates
+
+    def record_unreadable(self, entries, now):
+        """Record [(path, reason)] as unreadable (replacing an earlier reason), in one transaction."""
+        with self.transaction() as conn:
+            conn.executemany("INSERT OR REPLACE INTO unreadable(path, reason, seen_at) VALUES(?,?,?)",
+                             [(p, reason, now) for p, reason in entries])
+
+    def unreadable_paths(self) -> set:
+        return {p for (p,) in self.conn.execute("SELECT path FROM unreadable")}
+
+    def replace_label_issues(self, issues):
+        """Make [(source, detail)] the label issues, replacing the previous ones in one transaction."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM label_issues")
+            conn.executemany("INSERT INTO label_issues(source, detail, seen_at) VALUES(?,?,?)",
+                             [(s, d, time.time()) for s, d in issues])
+
+    def labelled_pool_images(self) -> list:
+        """[(image_id, label, sha256)] of the labelled images still in the pool."""
+        return self.conn.execute(
+            "SELECT i.id, l.label, i.sha256 FROM images i JOIN labels l ON l.image_id = i.id WHERE i.split = 'pool'"
+        ).fetchall()
+
+    def set_splits(self, assignment):
+        """Move images to their split, ``{image_id: 'train' | 'test' | 'pool'}``, in one transaction."""
+        with self.transaction() as conn:
+            conn.executemany("UPDATE images SET split=? WHERE id=?", [(s, i) for i, s in assignment.items()])
+
     # -- labels -----------------------------------------------------------------------------
     def labels(self) -> dict:
         """{image_id: label} for every labelled image."""
