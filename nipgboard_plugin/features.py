@@ -5,6 +5,9 @@ couple of batches ahead of inference, so the engine never waits for pixels.
 Every batch is committed to ``features.sqlite`` in one transaction: a run stopped
 by Ctrl-C or ``kill -9`` loses at most the batch in flight, never leaves a
 corrupt entry, and the next run extracts only what is missing.
+
+``device`` ('auto', 'cpu', 'cuda') picks where ONNX Runtime runs; the result says which one ran.
+The cache key does not depend on it: features agree across devices within float tolerance.
 """
 import queue
 import threading
@@ -15,7 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import backbones, imaging, paths
-from .errors import MissingStep
+from .backbones.base import NetworkUnavailable
+from .backbones.onnx_engine import DEVICES, DeviceUnavailable, use_device
+from .errors import InvalidParameter, MissingStep
 from .feature_store import FeatureStore, cached_count, cached_per_network
 from .store import Store
 
@@ -49,12 +54,19 @@ class Progress:
         return (self.total - self.done) / self.rate if self.rate > 0 else float("nan")
 
 
-def embed(logdir, network_id, batch_size=32, progress=None, should_stop=None, decode_threads=2):
+def embed(logdir, network_id, batch_size=32, progress=None, should_stop=None, decode_threads=2,
+          device="auto"):
     """Extract and cache features of every image of the dataset that has none for this network yet.
 
     ``progress(Progress)`` is called after every batch; ``should_stop()`` returning True stops after
-    the current batch (what was done stays cached). Returns a summary dict.
+    the current batch (what was done stays cached). ``device``: where ONNX Runtime runs ('auto':
+    CUDA when there, else the CPU). Returns a summary dict; when an engine ran, ``device`` says
+    where ('cpu' or 'cuda'; None for engines that do not report it, e.g. Keras), ``providers``
+    ONNX Runtime's providers, ``device_note`` why, and ``device_fallback`` is True when CUDA was
+    tried and failed to load (so the CPU ran).
     """
+    if device not in DEVICES:
+        raise InvalidParameter(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
     started = time.time()
     backbone = resolve_backbone(network_id)
     key = backbone.cache_key()
@@ -71,9 +83,12 @@ def embed(logdir, network_id, batch_size=32, progress=None, should_stop=None, de
                 todo.append((sha, rel))
         result = {"network": network_id, "cache_key": key, "images": len(rows),
                   "cached_before": len(rows) - len(todo), "extracted": 0, "failed": [], "engine": None,
+                  "requested_device": device, "device": None, "providers": [], "device_note": "",
+                  "device_fallback": False,
                   "stopped": False}
         if todo:
-            _extract(backbone, key, root, todo, cache, batch_size, progress, should_stop, decode_threads, result)
+            _extract(backbone, key, root, todo, cache, batch_size, progress, should_stop, decode_threads, result,
+                     device)
         result["seconds"] = round(time.time() - started, 3)
         return result
     finally:
@@ -84,16 +99,27 @@ def embed(logdir, network_id, batch_size=32, progress=None, should_stop=None, de
 _ENGINES = {}
 
 
-def _engine(backbone):
-    key = backbone.cache_key()
+def _engine(backbone, device="auto"):
+    key = (backbone.cache_key(), device)
     if key not in _ENGINES:
-        _ENGINES[key] = backbone.engine()
+        try:
+            with use_device(device):
+                _ENGINES[key] = backbone.engine()
+        except NetworkUnavailable as exc:
+            if isinstance(exc.__cause__, DeviceUnavailable):  # a backbone wrapped the device's error
+                raise exc.__cause__ from None
+            raise
     return _ENGINES[key]
 
 
-def _extract(backbone, key, root, todo, cache, batch_size, progress, should_stop, decode_threads, result):
-    engine = _engine(backbone)
+def _extract(backbone, key, root, todo, cache, batch_size, progress, should_stop, decode_threads, result,
+             device="auto"):
+    engine = _engine(backbone, device)
     result["engine"] = getattr(engine, "kind", type(engine).__name__)
+    result["device"] = getattr(engine, "device", None)
+    result["providers"] = list(getattr(engine, "providers", ()))
+    result["device_note"] = getattr(engine, "device_note", "")
+    result["device_fallback"] = bool(getattr(engine, "device_fallback", False))
     prep = backbone.preprocess
     h, w = prep.size
     draft = (w, h)  # JPEG may decode at a reduced DCT scale, never below the input size

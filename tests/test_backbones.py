@@ -359,3 +359,19 @@ def test_user_onnx_with_symbolic_output_and_nhwc_input(tmp_path, monkeypatch):
     pixels = np.full((2, 20, 24, 3), 2, np.uint8)
     assert np.allclose(b.engine().run(b.preprocess.normalise(pixels)),
                        np.full((2, 3), 2.0) @ np.arange(18).reshape(3, 6))
+
+
+# --- the device ---
+
+def test_offline_engine_reports_its_device_and_shares_its_file_and_key(ort_engines):
+    b = backbones.get("mobilenet_v2")
+    key = b.cache_key()
+    with onnx_engine.use_device("cpu"):
+        cpu = b.engine()
+    assert cpu.device == "cpu" and cpu.providers == ["CPUExecutionProvider"]
+    assert not cpu.exported and cpu.path == ort_engines["mobilenet_v2"].path  # one export for every device
+    assert b.cache_key() == key and "cpu" not in key and "cuda" not in key
+    auto = ort_engines["mobilenet_v2"]
+    assert auto.device in ("cpu", "cuda") and auto.providers[-1] == "CPUExecutionProvider"
+    x = b.preprocess.normalise(uint8_batch(2, (224, 224)))
+    assert np.allclose(cpu.run(x), auto.run(x), rtol=1e-3, atol=1e-3)

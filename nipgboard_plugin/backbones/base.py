@@ -107,6 +107,8 @@ class Backbone:
         """Load the fastest engine available; return an object with ``run(batch) -> (N, D) float32``.
 
         ``batch`` is the output of ``preprocess.normalise``. Raises :class:`NetworkUnavailable`.
+        ONNX Runtime engines run on the device set by ``onnx_engine.use_device`` and report it
+        (``device``, ``providers``); the device never enters :meth:`cache_key`.
         """
         raise NotImplementedError
 

@@ -4,7 +4,15 @@ A torch network is exported to ONNX once and the file is reused by every later r
 (and every dataset): its name carries the backbone's cache key, so new weights or a new
 preprocessing give a new file and never a stale one. The export is written to a temporary
 file and renamed into place, so a killed export leaves no half-written engine behind.
+
+Where ``onnxruntime-gpu`` and a GPU are there, ONNX Runtime runs on CUDA (:func:`choose_providers`);
+the device asked for is ``device=`` or, for engines built by a backbone, :func:`use_device`. The
+engine reports the device that actually ran (ONNX Runtime falls back to the CPU without raising when
+the CUDA libraries fail to load). Features are the same within float tolerance on either device, so
+the engine file and the feature cache key do not depend on it.
 """
+import contextlib
+import contextvars
 import logging
 import os
 import re
@@ -16,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import paths
+from ..errors import Unavailable
 from .base import NetworkUnavailable
 
 log = logging.getLogger(__name__)
@@ -26,23 +35,101 @@ DEFAULT_BATCH = 32
 # Temp files older than this are left over from a killed export, not one in progress.
 STALE_TEMP_SECONDS = 3600
 
+DEVICES = ("auto", "cpu", "cuda")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+CUDA_HELP = ("install onnxruntime-gpu in place of onnxruntime (pip uninstall onnxruntime; "
+             "pip install onnxruntime-gpu) and check the NVIDIA driver (nvidia-smi) and the CUDA "
+             "and cuDNN libraries that this onnxruntime-gpu release requires")
+
+
+class DeviceUnavailable(Unavailable):
+    """``--device cuda`` was asked for and ONNX Runtime cannot run on CUDA here."""
+
+
+def choose_providers(device="auto", available=None):
+    """(ONNX Runtime providers to ask for, a sentence on the choice) for ``device``.
+
+    'auto': CUDA first when this ONNX Runtime has the CUDA provider, else the CPU; 'cpu': the CPU
+    only; 'cuda': CUDA (with the CPU for the operators CUDA lacks), or :class:`DeviceUnavailable`
+    when the provider is missing: an explicit request never falls back silently to a slower device.
+    ``available`` defaults to ``onnxruntime.get_available_providers()``.
+    """
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+    if available is None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+    has_cuda = CUDA in available
+    if device == "cpu":
+        return [CPU], "cpu (asked for)"
+    if has_cuda:
+        return [CUDA, CPU], "cuda (CUDAExecutionProvider)"
+    if device == "cuda":
+        raise DeviceUnavailable(
+            "device cuda: this ONNX Runtime has no CUDA provider (it offers "
+            f"{', '.join(available) or 'none'}); {CUDA_HELP}. Or use device cpu or auto.")
+    return [CPU], "cpu (no CUDA provider in this ONNX Runtime; install onnxruntime-gpu for a GPU)"
+
+
+_DEVICE = contextvars.ContextVar("nipgboard_ort_device", default="auto")
+
+
+@contextlib.contextmanager
+def use_device(device):
+    """ONNX Runtime engines built inside this block (by any backbone) run on ``device``."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+    token = _DEVICE.set(device)
+    try:
+        yield
+    finally:
+        _DEVICE.reset(token)
+
+
+def current_device() -> str:
+    return _DEVICE.get()
+
 
 class OrtEngine:
-    """Runs an ONNX file with ONNX Runtime on the CPU."""
+    """Runs an ONNX file with ONNX Runtime, on CUDA where asked for and possible, else the CPU.
+
+    ``device`` ('auto', 'cpu', 'cuda'; default: the one set by :func:`use_device`, else 'auto').
+    After loading, ``device`` is the one that runs ('cpu' or 'cuda'), ``providers`` ONNX Runtime's
+    list and ``device_note`` a sentence on why. ``available``: the providers to choose from
+    (default: ONNX Runtime's list).
+    """
 
     kind = "onnxruntime"
 
     def __init__(self, path, feature_dim=None, batch_size_hint=DEFAULT_BATCH, threads=None,
-                 exported=False):
+                 exported=False, device=None, available=None):
         import onnxruntime as ort
 
+        requested = device or current_device()
+        providers, note = choose_providers(requested, available)
         opts = ort.SessionOptions()
         # One big convolution at a time uses all cores best; parallel branches would compete.
         opts.intra_op_num_threads = threads or usable_cpus()
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        self.providers = list(self.session.get_providers())
+        self.requested_device = requested
+        self.device = "cuda" if CUDA in self.providers else "cpu"
+        if CUDA in providers and self.device != "cuda":
+            # ONNX Runtime dropped CUDA while loading (driver, CUDA or cuDNN missing) and said so
+            # only in its log.
+            if requested == "cuda":
+                raise DeviceUnavailable(f"device cuda: ONNX Runtime could not load its CUDA provider; "
+                                        f"{CUDA_HELP}. Or use device cpu or auto.")
+            note = ("cpu: ONNX Runtime's CUDA provider failed to load (check the NVIDIA driver and the "
+                    "CUDA and cuDNN libraries)")
+            log.warning("ONNX Runtime's CUDA provider failed to load; running on the CPU")
+        self.device_note = note
+        self.device_fallback = CUDA in providers and self.device != "cuda"  # CUDA tried, the CPU runs
         self.input_name = self.session.get_inputs()[0].name
         self.path = Path(path)
         self.feature_dim = feature_dim
@@ -61,6 +148,10 @@ class TorchEngine:
     """Eager PyTorch, used when export or ONNX Runtime fails."""
 
     kind = "torch"
+    device = "cpu"
+    providers = ()
+    device_note = "cpu (eager PyTorch)"
+    device_fallback = False
 
     def __init__(self, module, feature_dim=None, batch_size_hint=DEFAULT_BATCH):
         self.module = module.eval()
@@ -141,7 +232,7 @@ def verify_export(module, onnx_path, input_shape, rtol=1e-3, atol=1e-3) -> float
     x = np.random.default_rng(0).standard_normal((3, *input_shape)).astype(np.float32)
     with torch.inference_mode():
         expected = module(torch.from_numpy(x)).numpy().reshape(3, -1)
-    got = OrtEngine(onnx_path).run(x)
+    got = OrtEngine(onnx_path, device="cpu").run(x)  # the check is the graph, not the device
     if got.shape != expected.shape or not np.allclose(got, expected, rtol=rtol, atol=atol):
         diff = np.abs(got - expected).max() if got.shape == expected.shape else float("inf")
         raise ExportMismatch(f"ONNX export differs from the torch module (max abs diff {diff:.3g})")
@@ -186,12 +277,16 @@ def torch_engine(backbone, build_module, kind="auto", threads=None,
     ``build_module()`` returns the eval-mode feature extractor (called only when needed:
     a cached ONNX file runs without loading torch). ``kind`` is 'auto', 'onnxruntime'
     (fail rather than fall back) or 'torch' (eager, e.g. to compare with the export).
+    ONNX Runtime runs on the device set by :func:`use_device`; a 'cuda' that cannot be honoured
+    raises :class:`DeviceUnavailable` rather than falling back to eager PyTorch.
     """
     if kind not in ("auto", "onnxruntime", "torch"):
         raise ValueError(f"kind must be 'auto', 'onnxruntime' or 'torch', not {kind!r}")
     dim = backbone.info.feature_dim
     if kind == "torch":
         return TorchEngine(build_module(), dim, batch_size_hint)
+    if current_device() == "cuda":
+        choose_providers("cuda")  # before an export that could not run anyway
     path = engine_path(backbone.cache_key())
     module = None
     try:
@@ -202,6 +297,8 @@ def torch_engine(backbone, build_module, kind="auto", threads=None,
             exported = True
         try:
             return OrtEngine(path, dim, batch_size_hint, threads, exported)
+        except DeviceUnavailable:
+            raise
         except Exception:
             if exported:
                 raise
@@ -210,7 +307,7 @@ def torch_engine(backbone, build_module, kind="auto", threads=None,
             module = module or build_module()
             export_onnx(module, _input_shape(backbone.preprocess), path)
             return OrtEngine(path, dim, batch_size_hint, threads, exported=True)
-    except NetworkUnavailable:
+    except (NetworkUnavailable, DeviceUnavailable):
         raise
     except Exception as exc:
         if kind == "onnxruntime":
