@@ -4,7 +4,7 @@
 import { cancelJob, getJob, getJobs, startJob } from './api';
 import { errorText, fmtSecs } from './dom';
 import type { App } from './index';
-import { ACTIVE, type Job, type JobParams } from './types';
+import { ACTIVE, type Job, type JobParams, type PipelineResult } from './types';
 
 const POLL_MS = 400;
 /** The jobs a network's card shows: its pipelines (the one click, and "Auto"), or a script's search. */
@@ -157,7 +157,9 @@ export class Pipelines {
       return;
     }
     this.app.networks.updateCard(network);
-    this.app.notices.toast(`${network}: done`);
+    const embedded = end.kind === 'pipeline' ? (end.result as PipelineResult | null)?.steps.embed : undefined;
+    if (embedded?.device_fallback) this.app.notices.toast(`${network}: ${embedded.device_note}`, 8000);
+    else this.app.notices.toast(`${network}: done` + (embedded?.device ? ` (features on the ${embedded.device})` : ''));
     await this.app.refreshNetworks();
     await this.app.centre.loadView(network);
     this.app.dataset.loadMetrics();

@@ -142,6 +142,26 @@ export interface JobsAnswer { jobs: Job[]; worker: WorkerStatus }
 /** One image named in an answer (Run.entries), with extra columns where the answer has them. */
 export interface ImageEntry { id: number; path: string; split: Split }
 
+/** What the embed step reports (alone, or in a pipeline's `steps.embed`): where it ran. */
+export interface EmbedResult {
+  network: string;
+  extracted: number;
+  cached_before: number;
+  images: number;
+  engine: string | null;
+  /** The device that ran: 'cpu' | 'cuda' (null when nothing ran or the engine is Keras). */
+  device: string | null;
+  /** True when a GPU was asked for by `auto` but could not be used; `device_note` says why. */
+  device_fallback?: boolean;
+  device_note?: string;
+}
+
+/** A `pipeline` job's result: each step's own result, by step name. */
+export interface PipelineResult {
+  network: string;
+  steps: { embed?: EmbedResult } & Record<string, unknown>;
+}
+
 /** The result of a `duplicates` job, and the /duplicates answer (with `run`). */
 export interface DuplicatesResult {
   network: string;
