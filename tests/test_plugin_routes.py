@@ -1,14 +1,20 @@
 """The plugin's routes, driven through a real `tensorboard` process on loopback.
 
-One server serves the whole module: the tests run the flow ingest -> embed -> project -> cluster ->
-(predict -> evaluate -> disagreements) -> label -> export through the routes, then every bad request.
+One server serves the module (with NIPGBOARD_WARMUP=0: UMAP is compiled only by the one test about the
+warm-up, on its own server). Every test builds what it needs from module fixtures that are complete in
+themselves: `dataset` (ingested and embedded through the routes), `projected` (PCA and clusters of NET),
+`predicted` (both networks' predictions). A test that changes labels works on its own copy of the run
+(`copy_run`), so the tests run alone and in any order.
 """
+import contextlib
 import csv
 import io
+import itertools
 import json
 import os
 import re
 import shutil
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -18,17 +24,20 @@ import pytest
 from PIL import Image
 
 from images import shape_image, write_bad_files, write_shapes
+from nipgboard_plugin import paths
+from nipgboard_plugin.steps import all_steps
 from plugin_server import PREFIX, TensorBoardServer
 
 NET = "efficientnet_lite0"
 NET2 = "mobilenet_v2"
 RUN = "shapes"
+CLASSES = ("circle", "square", "triangle")
+ACTIVE = ("running", "done", "failed", "cancelled")
+WARM_UP_LIMIT = 480   # seconds the worker may take to compile UMAP (about 3 minutes on 2 busy cores)
 
 
 # -- the dataset and the server ----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def world(tmp_path_factory, nipgboard_home):
-    base = tmp_path_factory.mktemp("plugin-routes")
+def write_world(base):
     images = base / "images"
     write_shapes(images, per_class=8, size=48)                                    # labelled by folder
     write_shapes(images / "unlabelled", per_class=8, size=48, start_seed=100)    # the pool
@@ -40,11 +49,16 @@ def world(tmp_path_factory, nipgboard_home):
     shape_image("circle", 7, size=48).save(outside / "secret.png")
     (outside / "secret.txt").write_text("not for the browser\n")
     os.symlink(outside / "secret.png", images / "link_out.png")
+    return images, outside
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, nipgboard_home):
+    base = tmp_path_factory.mktemp("plugin-routes")
+    images, outside = write_world(base)
     logdir = base / "logdir"
     logdir.mkdir()
-    # The worker compiles UMAP in the background from its start, as in real use.
-    server = TensorBoardServer(logdir, nipgboard_home, log_path=base / "tensorboard.log",
-                               env={"NIPGBOARD_WARMUP": "1"}, roots=[images]).start()
+    server = TensorBoardServer(logdir, nipgboard_home, log_path=base / "tensorboard.log", roots=[images]).start()
     yield {"base": base, "images": images, "outside": outside, "logdir": logdir, "tb": server}
     server.stop()
 
@@ -56,7 +70,7 @@ def tb(world):
 
 @pytest.fixture(scope="module")
 def dataset(world, tb):
-    """Ingest the folder and extract features, through the routes."""
+    """Ingest the folder and extract NET's features, through the routes."""
     before = sorted(p.relative_to(world["images"]).as_posix() for p in world["images"].rglob("*"))
     ingest = tb.run_job(RUN, "ingest", images=str(world["images"]), folder_labels=True)
     after = sorted(p.relative_to(world["images"]).as_posix() for p in world["images"].rglob("*"))
@@ -67,44 +81,110 @@ def dataset(world, tb):
     return {"ingest": ingest, "embed": embed, "meta": meta, "by_path": by_path}
 
 
+@pytest.fixture(scope="module")
+def projected(tb, dataset):
+    """NET's 3-D PCA view and its MST/Louvain clusters."""
+    project = tb.run_job(RUN, "project", network=NET, method="pca", n_components=3)
+    cluster = tb.run_job(RUN, "cluster", network=NET, graph="mst", method="louvain")
+    return {"project": project, "cluster": cluster}
+
+
+@pytest.fixture(scope="module")
+def predicted(tb, projected):
+    """Both networks' kNN predictions (NET2 embedded, never projected)."""
+    embed2 = tb.run_job(RUN, "embed", network=NET2, batch_size=16, timeout=300)
+    jobs = {net: tb.run_job(RUN, "predict", network=net, method="knn", projector=False) for net in (NET, NET2)}
+    return {"embed2": embed2, "predict": jobs}
+
+
+_copies = itertools.count()
+
+
+def copy_run(world, logdir=None, results=True, features=True):
+    """A new run holding a copy of RUN as it is now (its dataset with the same ids and labels, and unless
+    told otherwise its feature cache and results; never its jobs), in RUN's logdir or ``logdir``."""
+    name = f"{RUN}-copy{next(_copies)}"
+    src, dst = world["logdir"] / RUN, Path(logdir or world["logdir"]) / name
+
+    def ignore(_folder, names):
+        return {n for n in names if ".sqlite" in n or (not results and n == paths.RESULTS_DIRNAME)}
+
+    shutil.copytree(src, dst, ignore=ignore)
+    for filename in (paths.DB_FILENAME,) + ((paths.FEATURES_FILENAME,) if features else ()):
+        with contextlib.closing(sqlite3.connect(paths.data_dir(src) / filename)) as a, \
+                contextlib.closing(sqlite3.connect(paths.data_dir(dst) / filename)) as b:
+            a.backup(b)   # a consistent copy, whatever the write-ahead log holds
+    return name, dst
+
+
+@contextlib.contextmanager
+def writer_lock(db):
+    """Hold SQLite's write lock on ``db``: an embed job waits at its next write until the block ends."""
+    conn = sqlite3.connect(db, timeout=30, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+
+
+def labels_of(tb, run):
+    meta = tb.get_json("metadata", run=run)
+    return dict(zip(meta["ids"], meta["label"]))
+
+
+def history_of(tb, run, image_id):
+    return [(h["old_label"], h["new_label"], h["source"])
+            for h in tb.get_json("label_history", run=run, id=image_id)["history"]]
+
+
 # -- before any dataset ------------------------------------------------------------------------------------
-def test_onboarding_without_a_dataset(tb):
-    listing = json.loads(tb.request("GET", "/data/plugins_listing")[2])
-    assert listing["nipgboard"]["tab_name"] == "NIPGBoard"
-    assert listing["nipgboard"]["loading_mechanism"] == {"type": "IFRAME", "module_path": "/data/plugin/nipgboard/index.js"}
-    assert listing["nipgboard"]["enabled"] is False
-    runs = tb.get_json("runs")
-    assert runs["runs"] == [] and "ingest" in runs["onboarding"]
-    status, headers, body = tb.get("index.js")
-    assert status == 200 and headers["content-type"].startswith("text/javascript")
-    # the built panel (minified: "export{x as render}") or the minimal page ("export async function render")
-    assert re.search(rb"export\s*\{[^}]*\bas render\b|export (async )?function render\b", body)
-    status, headers, body = tb.get("index.html")
-    assert status == 200 and b'src="static/minimal/boot.js"' in body
-    assert "default-src 'self'" in headers["content-security-policy"]
-    assert tb.get("static/minimal/boot.js")[0] == 200
-    entry = tb.request("GET", "/data/plugin_entry.html?name=nipgboard")
-    assert entry[0] == 200 and b'<base href="plugin/nipgboard/"' in entry[2]
-    kinds = {k["kind"]: k for k in tb.get_json("kinds")["kinds"]}
-    assert set(kinds) == {"ingest", "embed", "project", "cluster", "predict", "evaluate", "search", "disagreements",
-                          "projector", "export", "duplicates", "rare", "sprites", "pipeline"}
-    assert all(k["available"] for k in kinds.values())
-    embed_params = {p["name"]: p for p in kinds["embed"]["params"]}
-    assert embed_params["network"]["type"] == "network" and embed_params["network"]["required"] is True
-    assert embed_params["batch_size"] == {"name": "batch_size", "type": "int", "default": 32, "required": False,
-                                          "min": 1, "max": 512, "choices": None, "help": "images per batch"}
-    assert kinds["ingest"]["needs_dataset"] is False
-    assert "images" in [p["name"] for p in kinds["ingest"]["params"]]
-    assert "workers" not in [p["name"] for p in kinds["ingest"]["params"]]  # the shell's alone
-    assert tb.get_json("jobs")["jobs"] == []
+def test_onboarding_without_a_dataset(nipgboard_home, tmp_path):
+    logdir = tmp_path / "empty-logdir"
+    logdir.mkdir()
+    with TensorBoardServer(logdir, nipgboard_home, log_path=tmp_path / "tb.log") as tb:
+        listing = json.loads(tb.request("GET", "/data/plugins_listing")[2])
+        assert listing["nipgboard"]["tab_name"] == "NIPGBoard"
+        assert listing["nipgboard"]["loading_mechanism"] == {"type": "IFRAME",
+                                                             "module_path": "/data/plugin/nipgboard/index.js"}
+        assert listing["nipgboard"]["enabled"] is False
+        runs = tb.get_json("runs")
+        assert runs["runs"] == [] and "ingest" in runs["onboarding"]
+        assert runs["jobs"]["worker"] is None    # no dataset, no warm-up: no worker process yet
+        status, headers, body = tb.get("index.js")
+        assert status == 200 and headers["content-type"].startswith("text/javascript")
+        # the built panel (minified: "export{x as render}") or the minimal page ("export async function render")
+        assert re.search(rb"export\s*\{[^}]*\bas render\b|export (async )?function render\b", body)
+        status, headers, body = tb.get("index.html")
+        assert status == 200 and b'src="static/minimal/boot.js"' in body
+        assert "default-src 'self'" in headers["content-security-policy"]
+        assert tb.get("static/minimal/boot.js")[0] == 200
+        entry = tb.request("GET", "/data/plugin_entry.html?name=nipgboard")
+        assert entry[0] == 200 and b'<base href="plugin/nipgboard/"' in entry[2]
+        kinds = {k["kind"]: k for k in tb.get_json("kinds")["kinds"]}
+        assert set(kinds) == {name for name, step in all_steps().items() if step.job}   # every job step
+        assert {"ingest", "embed", "project", "cluster", "predict", "evaluate", "search", "disagreements",
+                "projector", "export", "duplicates", "rare", "sprites", "pipeline"} <= set(kinds)
+        assert "similar" not in kinds            # answered by its route, never a job
+        assert all(k["available"] for k in kinds.values())
+        embed_params = {p["name"]: p for p in kinds["embed"]["params"]}
+        assert embed_params["network"]["type"] == "network" and embed_params["network"]["required"] is True
+        assert embed_params["batch_size"] == {"name": "batch_size", "type": "int", "default": 32, "required": False,
+                                              "min": 1, "max": 512, "choices": None, "help": "images per batch"}
+        assert kinds["ingest"]["needs_dataset"] is False
+        assert "images" in [p["name"] for p in kinds["ingest"]["params"]]
+        assert "workers" not in [p["name"] for p in kinds["ingest"]["params"]]  # the shell's alone
+        assert tb.get_json("jobs")["jobs"] == []
 
 
-# -- the whole flow --------------------------------------------------------------------------------------
+# -- the flow, step by step ------------------------------------------------------------------------------
 def test_ingest_and_embed(tb, dataset, world):
     listing = json.loads(tb.request("GET", "/data/plugins_listing")[2])
     assert listing["nipgboard"]["enabled"] is True
-    runs = tb.get_json("runs")["runs"]
-    assert [(r["name"], r["dataset"], r["images"], r["labelled"]) for r in runs] == [(RUN, True, 48, 24)]
+    runs = {r["name"]: r for r in tb.get_json("runs")["runs"]}
+    assert (runs[RUN]["dataset"], runs[RUN]["images"], runs[RUN]["labelled"]) == (True, 48, 24)
     summary = tb.get_json("summary", run=RUN)
     assert summary["images"] == 48 and summary["classes"] == {"circle": 8, "square": 8, "triangle": 8}
     reasons = {u["path"]: u["reason"] for u in summary["unreadable"]}
@@ -120,11 +200,13 @@ def test_ingest_and_embed(tb, dataset, world):
     # A second click costs nothing: everything comes from the cache.
     again = tb.run_job(RUN, "embed", network=NET)
     assert again["result"]["extracted"] == 0 and again["result"]["cached_before"] == 48
-    assert {j["kind"] for j in tb.get_json("jobs", run=RUN)["jobs"]} == {"ingest", "embed"}
+    listed = {j["id"]: j for j in tb.get_json("jobs", run=RUN)["jobs"]}
+    for job in (dataset["ingest"], dataset["embed"], again):
+        assert listed[job["id"]]["kind"] == job["kind"] and listed[job["id"]]["state"] == "done"
 
 
-def test_project_cluster_and_points(tb, dataset, world):
-    proj = tb.run_job(RUN, "project", network=NET, method="pca", n_components=3)
+def test_project_cluster_and_points(tb, projected, world):
+    proj, clus = projected["project"], projected["cluster"]
     assert proj["result"]["images"] == 48
     assert proj["result"]["projector"]["points"] == 48      # the Projector tab's files follow
     assert (world["logdir"] / RUN / "projector_config.pbtxt").is_file()
@@ -133,31 +215,39 @@ def test_project_cluster_and_points(tb, dataset, world):
     assert headers["x-nipgboard-count"] == "48" and headers["x-nipgboard-dims"] == "3"
     pts = np.frombuffer(body, dtype="<f4").reshape(48, 3)
     assert np.isfinite(pts).all() and pts.std() > 0
-    clus = tb.run_job(RUN, "cluster", network=NET, graph="mst", method="louvain")
     assert clus["result"]["clusters"] >= 2
     table = tb.get_json("clusters", run=RUN, network=NET)
     assert table["n_clusters"] == clus["result"]["clusters"] and sum(table["sizes"]) == 48
     meta = tb.get_json("metadata", run=RUN, network=NET)
     assert len(meta["cluster"]) == 48 and all(c is not None for c in meta["cluster"])
-    assert set(meta["cluster_label"]) <= {"circle", "square", "triangle", None}
+    assert set(meta["cluster_label"]) <= {*CLASSES, None}
 
 
-def test_predict_evaluate_disagreements(tb, dataset):
+def test_review_says_what_to_run_first(tb, dataset, world):
+    name, _ = copy_run(world, results=False)    # the dataset and its features, no predictions
+    status, _h, body = tb.get("review", run=name)
+    assert status == 409 and "predict" in json.loads(body)["error"]
+
+
+def test_predict_evaluate_disagreements(tb, predicted):
     """predict -> evaluate -> disagreements (the review queue), for two networks."""
-    tb.run_job(RUN, "embed", network=NET2, batch_size=16, timeout=300)
-    assert tb.get("review", run=RUN)[0] == 409  # no predictions yet: says what to run
-    for net in (NET, NET2):
-        done = tb.run_job(RUN, "predict", network=net, method="knn", projector=False)
-        assert done["result"]["images"] == 48 and done["result"]["method"] == "knn"
+    for net, done in predicted["predict"].items():
+        assert done["result"]["images"] == 48 and done["result"]["method"] == "knn", net
         assert "projector" not in done["result"]
     meta = tb.get_json("metadata", run=RUN, network=NET2)
-    assert len(meta["predicted"]) == 48 and set(meta["predicted"]) <= {"circle", "square", "triangle"}
+    assert len(meta["predicted"]) == 48 and set(meta["predicted"]) <= set(CLASSES)
     assert all(0.0 <= c <= 1.0 for c in meta["confidence"])
+    # the shapes are easy: both networks get the labelled test images right
+    for net in (NET, NET2):
+        meta = tb.get_json("metadata", run=RUN, network=net)
+        test = [(p, lab) for p, lab, s in zip(meta["predicted"], meta["label"], meta["split"]) if s == "test"]
+        assert test and all(p == lab for p, lab in test), (net, test)
     job = tb.run_job(RUN, "evaluate", networks=[NET, NET2])
     metrics = tb.get_json("metrics", run=RUN, networks=f"{NET},{NET2}")
     assert metrics["rows"] == job["result"]["rows"]
-    rows = {(r["network"], r["method"], r["split"]) for r in metrics["rows"]}
-    assert {(NET, "knn", "train"), (NET, "knn", "test"), (NET2, "knn", "test"), (NET, "cluster", "test")} <= rows
+    rows = {(r["network"], r["method"], r["split"]): r for r in metrics["rows"]}
+    assert {(NET, "knn", "train"), (NET, "knn", "test"), (NET2, "knn", "test"), (NET, "cluster", "test")} <= set(rows)
+    assert rows[(NET, "knn", "test")]["accuracy"] == rows[(NET2, "knn", "test")]["accuracy"] == 1.0
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in metrics["rows"])
     queue = tb.run_job(RUN, "disagreements", networks=[NET, NET2], all=True)["result"]
     review = tb.get_json("review", run=RUN, networks=f"{NET},{NET2}", all="true")
@@ -172,57 +262,67 @@ def test_predict_evaluate_disagreements(tb, dataset):
     assert written["rows"] == 48 and written["out"].startswith(str(tb.logdir))
 
 
-def test_grid_search_applies_a_umap_projection(tb, dataset):
-    """The paper's path: supervised UMAP chosen by a (tiny) grid search, then clusters; the worker
-    compiled UMAP in the background since its start."""
-    job = tb.run_job(RUN, "search", network=NET, n_neighbors=[5], min_dist=[0.1], graph=["mst"],
-                     resolution=[1.0], folds=2, n_components=2, apply=True, timeout=400)
-    result = job["result"]
-    assert len(result["configs"]) == 1 and 0.0 <= result["best"]["accuracy"] <= 1.0
-    assert result["applied"]["project"]["method"] == "umap" and result["applied"]["project"]["dims"] == 2
-    status, headers, body = tb.get("points", run=RUN, network=NET)
-    assert headers["x-nipgboard-dims"] == "2" and np.isfinite(np.frombuffer(body, "<f4")).all()
-    assert tb.get_json("clusters", run=RUN, network=NET)["n_clusters"] >= 1
-    deadline = time.monotonic() + 120
-    while tb.get_json("runs")["jobs"]["worker"]["warm"] is None and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert tb.get_json("runs")["jobs"]["worker"]["warm"] is True
+def test_worker_warms_up_umap_then_a_grid_search_applies_a_projection(dataset, world, nipgboard_home, tmp_path):
+    """As in real use (NIPGBOARD_WARMUP unset), the worker compiles UMAP in the background from its start;
+    then the paper's path, a supervised UMAP chosen by a (tiny) grid search, and its clusters."""
+    logdir = tmp_path / "logdir"
+    logdir.mkdir()
+    name, _ = copy_run(world, logdir=logdir, results=False)
+    with TensorBoardServer(logdir, nipgboard_home, log_path=tmp_path / "tb.log", env={"NIPGBOARD_WARMUP": "1"},
+                           roots=[world["images"]]) as warm:
+        deadline = time.monotonic() + WARM_UP_LIMIT
+        worker = warm.get_json("runs")["jobs"]["worker"]
+        while (worker is None or worker["warm"] is None) and time.monotonic() < deadline:
+            time.sleep(1.0)
+            worker = warm.get_json("runs")["jobs"]["worker"]
+        assert worker is not None and worker["alive"], f"no worker started for the run: {worker}"
+        assert worker["warm"] is not None, f"the worker did not finish compiling UMAP within {WARM_UP_LIMIT} s"
+        assert worker["warm"] is True, f"the warm-up failed (see {tmp_path / 'tb.log'})"
+        job = warm.run_job(name, "search", network=NET, n_neighbors=[5], min_dist=[0.1], graph=["mst"],
+                           resolution=[1.0], folds=2, n_components=2, apply=True, timeout=400)
+        result = job["result"]
+        assert len(result["configs"]) == 1 and 0.0 <= result["best"]["accuracy"] <= 1.0
+        assert result["applied"]["project"]["method"] == "umap" and result["applied"]["project"]["dims"] == 2
+        status, headers, body = warm.get("points", run=name, network=NET)
+        assert headers["x-nipgboard-dims"] == "2" and np.isfinite(np.frombuffer(body, "<f4")).all()
+        assert warm.get_json("clusters", run=name, network=NET)["n_clusters"] >= 1
+        assert warm.get_json("runs")["jobs"]["worker"]["pid"] == worker["pid"]   # the warm worker ran it
 
 
-def test_labels_single_list_cluster_history_and_export(tb, dataset):
+# -- labels -------------------------------------------------------------------------------------------------
+def test_labels_single_list_cluster_history_and_export(tb, predicted, world, dataset):
+    run, _ = copy_run(world)
     ids = dataset["meta"]["ids"]
     pool = [i for i, s in zip(ids, dataset["meta"]["split"]) if s == "pool"]
-    one = tb.post_json("set_labels", {"run": RUN, "id": pool[0], "label": "circle"})
+    one = tb.post_json("set_labels", {"run": run, "id": pool[0], "label": "circle"})
     assert one["changed"] == 1 and one["labels"] == {str(pool[0]): "circle"} and one["previous"] == {str(pool[0]): None}
-    many = tb.post_json("set_labels", {"run": RUN, "ids": pool[1:4], "label": "  square ", "report": True})
+    many = tb.post_json("set_labels", {"run": run, "ids": pool[1:4], "label": "  square ", "report": True})
     assert many["changed"] == 3 and set(many["labels"].values()) == {"square"}
     assert set(many["after_review"]) == {NET, NET2}  # how often each network agreed with the expert
-    pairs = tb.post_json("set_labels", {"run": RUN, "assignments": [[pool[4], "triangle"], [pool[5], "circle"]]})
+    pairs = tb.post_json("set_labels", {"run": run, "assignments": [[pool[4], "triangle"], [pool[5], "circle"]]})
     assert pairs["changed"] == 2
-    removed = tb.post_json("set_labels", {"run": RUN, "id": pool[5], "label": None})
+    removed = tb.post_json("set_labels", {"run": run, "id": pool[5], "label": None})
     assert removed["labels"] == {str(pool[5]): None}
-    history = tb.get_json("label_history", run=RUN, id=pool[5])["history"]
-    assert [(h["old_label"], h["new_label"]) for h in history] == [(None, "circle"), ("circle", None)]
-    assert all(h["source"] == "user" for h in history)
+    assert history_of(tb, run, pool[5]) == [(None, "circle", "user"), ("circle", None, "user")]
     # A whole cluster: its unlabelled members, or all of them with overwrite.
-    meta = tb.get_json("metadata", run=RUN, network=NET)
+    meta = tb.get_json("metadata", run=run, network=NET)
     labelled = {i for i, lab in zip(meta["ids"], meta["label"]) if lab is not None}
     members = {}
     for i, c in zip(meta["ids"], meta["cluster"]):
         members.setdefault(c, []).append(i)
     cluster = next(c for c, m in members.items() if set(m) - labelled)
     unlabelled = sorted(set(members[cluster]) - labelled)
-    whole = tb.post_json("set_labels", {"run": RUN, "cluster": {"network": NET, "cluster": cluster}, "label": "blob"})
+    whole = tb.post_json("set_labels", {"run": run, "cluster": {"network": NET, "cluster": cluster}, "label": "blob"})
     assert whole["requested"] == len(unlabelled) and sorted(map(int, whole["labels"])) == unlabelled
-    again = tb.post("set_labels", {"run": RUN, "cluster": {"network": NET, "cluster": cluster}, "label": "blob"})
+    again = tb.post("set_labels", {"run": run, "cluster": {"network": NET, "cluster": cluster}, "label": "blob"})
     assert again[0] == 409
-    everything = tb.post_json("set_labels", {"run": RUN, "cluster": {"network": NET, "cluster": cluster,
+    everything = tb.post_json("set_labels", {"run": run, "cluster": {"network": NET, "cluster": cluster,
                                                                      "overwrite": True}, "label": "blob"})
     assert everything["requested"] == len(members[cluster])
-    assert set(tb.get_json("metadata", run=RUN)["label"][k] for k in
-               [meta["ids"].index(i) for i in members[cluster]]) == {"blob"}
+    now = labels_of(tb, run)
+    assert {now[i] for i in members[cluster]} == {"blob"}
     # Export: the expert's labels with the networks' predictions.
-    status, headers, body = tb.get("export", run=RUN)
+    status, headers, body = tb.get("export", run=run)
     assert status == 200 and headers["content-type"].startswith("text/csv")
     assert "attachment" in headers["content-disposition"]
     rows = {r["path"]: r for r in csv.DictReader(io.StringIO(body.decode()))}
@@ -230,20 +330,85 @@ def test_labels_single_list_cluster_history_and_export(tb, dataset):
     assert len(rows) == 48
     assert {"path", "role", "expert_label", "predicted", "final_label", "votes", "flagged"} <= set(
         next(iter(rows.values())))
-    assert rows[path_of[pool[0]]]["expert_label"] in ("circle", "blob")
+    assert all(rows[path_of[i]]["expert_label"] == (now[i] or "") for i in ids)
     assert rows[path_of[members[cluster][0]]]["expert_label"] == "blob"
     assert all(r["final_label"] for r in rows.values())
-    assert not list((tb.logdir / RUN / "nipgboard" / "exports").glob(".labels-*"))  # nothing left behind
+    assert not list((tb.logdir / run / "nipgboard" / "exports").glob(".labels-*"))  # nothing left behind
 
 
-def test_two_tabs_editing_one_label_lose_nothing(tb, dataset):
+def test_undo_a_relabel(tb, dataset, world):
+    run, _ = copy_run(world)
+    image = dataset["by_path"]["circle/circle_002.png"]
+    before = history_of(tb, run, image)
+    change = tb.post_json("set_labels", {"run": run, "id": image, "label": "square"})
+    assert (change["changed"], change["labels"], change["previous"]) == (1, {str(image): "square"},
+                                                                         {str(image): "circle"})
+    undo = tb.post_json("set_labels", {"run": run, "id": image, "label": change["previous"][str(image)]})
+    assert (undo["changed"], undo["labels"], undo["previous"]) == (1, {str(image): "circle"}, {str(image): "square"})
+    assert labels_of(tb, run)[image] == "circle"
+    assert history_of(tb, run, image) == before + [("circle", "square", "user"), ("square", "circle", "user")]
+    assert tb.get_json("summary", run=run)["classes"] == {"circle": 8, "square": 8, "triangle": 8}
+
+
+def test_undo_a_label_given_to_a_list(tb, dataset, world):
+    run, _ = copy_run(world)
+    by_path = dataset["by_path"]
+    ids = [by_path["unlabelled/circle/circle_100.png"], by_path["unlabelled/square/square_101.png"],
+           by_path["circle/circle_003.png"], by_path["square/square_004.png"]]
+    old = {str(i): lab for i, lab in zip(ids, (None, None, "circle", "square"))}
+    before = labels_of(tb, run)
+    assert {str(i): before[i] for i in ids} == old
+    histories = {i: history_of(tb, run, i) for i in ids}
+    change = tb.post_json("set_labels", {"run": run, "ids": ids, "label": "triangle"})
+    assert change["changed"] == 4 and change["previous"] == old
+    assert change["labels"] == {str(i): "triangle" for i in ids}
+    undo = tb.post_json("set_labels", {"run": run, "assignments": [[int(i), lab] for i, lab in change["previous"].items()]})
+    assert undo["changed"] == 4 and undo["labels"] == old and undo["previous"] == {str(i): "triangle" for i in ids}
+    assert labels_of(tb, run) == before
+    for i in ids:
+        was = old[str(i)]
+        assert history_of(tb, run, i) == histories[i] + [(was, "triangle", "user"), ("triangle", was, "user")]
+    assert tb.get_json("summary", run=run)["labelled"] == 24
+
+
+def test_undo_a_label_given_to_a_cluster(tb, projected, world):
+    run, _ = copy_run(world)
+    meta = tb.get_json("metadata", run=run, network=NET)
+    label = dict(zip(meta["ids"], meta["label"]))
+    members = {}
+    for i, c in zip(meta["ids"], meta["cluster"]):
+        members.setdefault(c, []).append(i)
+    # a cluster with labelled and unlabelled members
+    cluster = next(c for c, m in sorted(members.items())
+                   if any(label[i] is None for i in m) and any(label[i] is not None for i in m))
+    ids = members[cluster]
+    histories = {i: history_of(tb, run, i) for i in ids}
+    spec = {"network": NET, "cluster": cluster, "overwrite": True}
+    change = tb.post_json("set_labels", {"run": run, "cluster": spec, "label": "blob"})
+    assert change["requested"] == change["changed"] == len(ids)
+    assert change["previous"] == {str(i): label[i] for i in ids}          # every member, with its old label
+    undo = tb.post_json("set_labels", {"run": run, "assignments": [[int(i), lab] for i, lab in change["previous"].items()]})
+    assert undo["changed"] == len(ids) and undo["labels"] == change["previous"]
+    assert labels_of(tb, run) == label
+    for i in ids:
+        assert history_of(tb, run, i) == histories[i] + [(label[i], "blob", "user"), ("blob", label[i], "user")]
+    # without overwrite only the unlabelled members change, and only they are in `previous`
+    unlabelled = sorted(i for i in ids if label[i] is None)
+    part = tb.post_json("set_labels", {"run": run, "cluster": {"network": NET, "cluster": cluster}, "label": "blob"})
+    assert part["previous"] == {str(i): None for i in unlabelled}
+    undo = tb.post_json("set_labels", {"run": run, "assignments": [[int(i), None] for i in part["previous"]]})
+    assert undo["changed"] == len(unlabelled) and labels_of(tb, run) == label
+
+
+def test_two_tabs_editing_one_label_lose_nothing(tb, dataset, world):
+    run, _ = copy_run(world)
     image_id = dataset["meta"]["ids"][-1]
     barrier = threading.Barrier(2)
     answers = []
 
     def tab(label):
         barrier.wait()
-        answers.append(tb.post_json("set_labels", {"run": RUN, "id": image_id, "label": label}))
+        answers.append(tb.post_json("set_labels", {"run": run, "id": image_id, "label": label}))
 
     threads = [threading.Thread(target=tab, args=(lab,)) for lab in ("tab-one", "tab-two")]
     for t in threads:
@@ -251,12 +416,16 @@ def test_two_tabs_editing_one_label_lose_nothing(tb, dataset):
     for t in threads:
         t.join()
     assert all(a["changed"] == 1 for a in answers)
-    history = tb.get_json("label_history", run=RUN, id=image_id)["history"]
-    assert {h["new_label"] for h in history} >= {"tab-one", "tab-two"}
-    current = history[-1]["new_label"]
-    assert history[-1]["old_label"] in ("tab-one", "tab-two") and current in ("tab-one", "tab-two")
+    history = tb.get_json("label_history", run=run, id=image_id)["history"]
+    assert [h["new_label"] for h in history[-2:]] in (["tab-one", "tab-two"], ["tab-two", "tab-one"])
+    # each change names the label the other one left: the second saw the first
+    first, second = history[-2:]
+    assert second["old_label"] == first["new_label"]
+    assert {a["previous"][str(image_id)] for a in answers} == {first["old_label"], first["new_label"]}
+    assert labels_of(tb, run)[image_id] == second["new_label"]
 
 
+# -- pictures, neighbours, jobs, files ----------------------------------------------------------------------
 def test_pictures_by_id(tb, dataset, world):
     image_id = dataset["by_path"]["square/square_003.png"]
     status, headers, body = tb.get("image", run=RUN, id=image_id)
@@ -286,8 +455,8 @@ def test_similar_duplicates_rare(tb, dataset):
     assert [s["distance"] for s in sim["similar"]] == sorted(s["distance"] for s in sim["similar"])
     dups = tb.get_json("duplicates", run=RUN, network=NET, threshold=2.0)
     assert [[e["id"] for e in g] for g in dups["groups"]] == [sorted(dataset["meta"]["ids"])]
-    paths = dict(zip(dataset["meta"]["ids"], dataset["meta"]["paths"]))
-    assert all(e["path"] == paths[e["id"]] for e in dups["groups"][0])  # the same entries as the CLI's
+    paths_by_id = dict(zip(dataset["meta"]["ids"], dataset["meta"]["paths"]))
+    assert all(e["path"] == paths_by_id[e["id"]] for e in dups["groups"][0])  # the same entries as the CLI's
     assert tb.get_json("duplicates", run=RUN, network=NET, threshold=0.0)["groups"] == []
     job = tb.run_job(RUN, "duplicates", network=NET, threshold=2.0)
     assert job["result"]["groups"] == dups["groups"]
@@ -295,16 +464,24 @@ def test_similar_duplicates_rare(tb, dataset):
     assert len(rare) == 3 and rare[0]["rarity"] >= rare[-1]["rarity"]
 
 
-def test_cancel_queued_and_running_jobs(tb, dataset):
-    running = tb.start_job(RUN, "sprites", tile=128)
-    queued = tb.start_job(RUN, "sprites", tile=96)
-    answer = tb.post_json("cancel_job", {"run": RUN, "id": queued["id"]})
-    assert answer["state"] in ("cancelled", "done")  # the first job may already have finished
-    tb.post_json("cancel_job", {"run": RUN, "id": running["id"]})
-    end = tb.wait_job(RUN, running["id"], timeout=60)
-    assert end["state"] in ("cancelled", "done")
-    after = tb.run_job(RUN, "rare", network=NET, n=1)  # the worker still serves jobs
-    assert after["state"] == "done"
+def test_cancel_queued_and_running_jobs(tb, dataset, world):
+    run, run_dir = copy_run(world, features=False, results=False)
+    # The embed waits at its first write while the test holds the feature cache: it cannot finish first.
+    with writer_lock(paths.features_path(run_dir)):
+        running = tb.start_job(run, "embed", network=NET, batch_size=4)
+        assert tb.wait_job(run, running["id"], states=ACTIVE)["state"] == "running"
+        queued = tb.start_job(run, "sprites", tile=96)
+        answer = tb.post_json("cancel_job", {"run": run, "id": queued["id"]})
+        assert answer["state"] == "cancelled" and answer["started_at"] is None      # at once, never started
+        stopping = tb.post_json("cancel_job", {"run": run, "id": running["id"]})
+        assert stopping["state"] == "running" and stopping["cancel_requested"] is True
+    # Released, it stores the batch it was writing, sees the cancel and stops: nothing more.
+    end = tb.wait_job(run, running["id"], timeout=60)
+    assert end["state"] == "cancelled" and end["result"]["extracted"] == 4, end
+    assert tb.get_json("job", run=run, id=queued["id"])["state"] == "cancelled"
+    assert tb.get_json("sprite_index", run=run, tile=96)["pages"][0]["ready"] is False   # it never ran
+    after = tb.run_job(run, "embed", network=NET)  # the worker still serves jobs
+    assert (after["result"]["cached_before"], after["result"]["extracted"]) == (4, 44)
 
 
 def test_symlink_swapped_in_after_ingest_is_refused(tb, dataset, world):
@@ -447,7 +624,7 @@ BAD = [
 
 @pytest.mark.parametrize("method,path,body,headers,expected", BAD,
                          ids=[f"{m} {p[len(P):][:60]} {e}" for m, p, b, h, e in BAD])
-def test_bad_request(tb, dataset, method, path, body, headers, expected):
+def test_bad_request(tb, projected, method, path, body, headers, expected):
     status, resp_headers, data = tb.request(method, path, body=body, headers=headers)
     assert status == expected, data[:300]
     assert resp_headers["content-type"] == "application/json"
