@@ -1,10 +1,16 @@
-"""Predictors on the full features: accuracy against baselines, out-of-fold train predictions, bad input."""
+"""Predictors on the full features: accuracy against baselines, out-of-fold train predictions, bad input,
+a class with a single labelled image."""
+import json
+
 import numpy as np
 import pytest
+from PIL import ImageEnhance
 
-from nipgboard_plugin import predict, results
+from images import shape_image, write_shapes
+from nipgboard_plugin import cli, predict, results
+from nipgboard_plugin.dataset import ingest
 from nipgboard_plugin.errors import UserError
-from nipgboard_plugin.features import load_features
+from nipgboard_plugin.features import embed, load_features
 from nipgboard_plugin.store import Store
 from pipeline_fixtures import copy_dataset
 
@@ -131,3 +137,52 @@ def test_committee_vote_is_the_logistic_regression(digits):
     assert not np.allclose(proba, logreg, atol=1e-3)  # the two really differ here
     # a network labelled by logistic regression votes with the very same probabilities
     assert predict.committee_vote(X, y, roles, n, logreg, "logreg", {}) is logreg
+
+
+def test_a_class_with_a_single_labelled_image(tmp_path, capsys):
+    """Ten labelled circles, ten labelled squares and one labelled triangle (it stays in train: a class never
+    loses its last image to the test split). Cross-validation cannot score a class it cannot hold out, so
+    `predict` goes without it, says which method it used, and the lone class is still predicted: a pool
+    image that is the same triangle, slightly brighter, is a triangle."""
+    images = tmp_path / "images"
+    write_shapes(images, per_class=10, size=64, classes=("circle", "square"))
+    write_shapes(images / "unlabelled", per_class=6, size=64, start_seed=50)
+    (images / "triangle").mkdir()
+    triangle = shape_image("triangle", seed=2000, size=64)
+    triangle.save(images / "triangle" / "only.png")
+    ImageEnhance.Brightness(triangle).enhance(1.05).save(images / "unlabelled" / "twin.png")
+    logdir = tmp_path / "run"
+    summary = ingest(logdir, images, folder_labels_from_subdirs=True)
+    assert summary["classes"] == {"circle": 10, "square": 10, "triangle": 1}
+    net = "mobilenet_v2"
+    embed(logdir, net)
+    with Store(logdir) as st:
+        ids = {p: st.image_id_for_path(p) for p in ("triangle/only.png", "unlabelled/twin.png")}
+        assert st.splits()[ids["triangle/only.png"]] == "train"
+
+    def predicted(path):
+        arrays, meta = predict.load_predictions(logdir, net)
+        row = int(np.flatnonzero(arrays["image_ids"] == ids[path])[0])
+        return meta["classes"][arrays["pred"][row]], arrays["proba"][row]
+
+    assert cli.main(["--json", "predict", str(logdir), "--network", net, "--no-projector"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    arrays, meta = predict.load_predictions(logdir, net)
+    assert r["requested"] == "auto" and r["method"] == meta["method"] and r["method"] in predict.AUTO_CANDIDATES
+    assert r["cv_accuracy"] == {} == meta["cv_accuracy"]          # nothing could be cross-validated
+    assert r["classes"] == ["circle", "square", "triangle"] and r["images"] == 40
+    assert r["pool_predicted"]["triangle"] >= 1
+    label, proba = predicted("unlabelled/twin.png")
+    assert label == "triangle" and proba.argmax() == 2
+    assert predicted("triangle/only.png")[0] == "triangle"
+    # the text says which method ran and that there was no cross-validated score
+    assert cli.main(["predict", str(logdir), "--network", net, "--no-projector"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == f"{net}: method {r['method']} (asked: auto; cross-validated accuracy: none)"
+    # every method asked for by name copes with the one-image class too (kNN's k shrinks to fit it)
+    for method in ("knn", "logreg", "ensemble", "spread", "all"):
+        assert cli.main(["--json", "predict", str(logdir), "--network", net, "--method", method,
+                         "--no-projector"]) == 0, method
+        r = json.loads(capsys.readouterr().out)
+        assert r["method"] == method and r["cv_accuracy"] == {}
+        assert predicted("unlabelled/twin.png")[0] == "triangle", method
