@@ -146,8 +146,9 @@ def redact(message: str) -> str:
 
 def _hostname(host_port):
     host = (host_port or "").strip().lower()
-    if host.startswith("["):
-        return host[1:host.find("]")] if "]" in host else host
+    if host.startswith("["):  # [v6 address] with an optional :port and nothing else
+        found = re.fullmatch(r"\[([^\]]*)\](:\d+)?", host)
+        return found.group(1) if found else host
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 

@@ -42,6 +42,8 @@ def test_this_machines_own_name_is_allowed(no_extra_hosts):
     "127.0.0.1.evil.example",        # looks like an address, is a name an attacker controls
     "localhost.evil.example",        # starts like localhost
     "evillocalhost",                 # ends like localhost without the dot
+    "[::1].evil.example",            # an address in brackets, then a name
+    "[::1]evil:6006",
 ])
 def test_unknown_names_are_refused(no_extra_hosts, host):
     assert web.host_allowed(host) is False
