@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import Cancelled, UserError
+from .errors import Cancelled, InvalidParameter, UserError
 from .params import Param
 from .steps import Context, all_steps
 
@@ -94,6 +94,14 @@ def cmd_unregister_network(args):
     return {"removed": args.id}
 
 
+def _unneutralise(cell):
+    """A path as `suggest --out` and `export` wrote it: a leading ``'`` that keeps a spreadsheet from
+    running the cell as a formula is not part of the path."""
+    from .export import FORMULA_STARTS
+
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_STARTS) else cell
+
+
 def _read_list(path):
     import csv
 
@@ -108,10 +116,11 @@ def _read_list(path):
                     continue
                 if [c.strip().lower() for c in row[:2]] == ["path", "label"]:
                     continue
+                path = _unneutralise(row[0])
                 if len(row) >= 2 and row[1].strip():
-                    pairs.append((row[0], row[1].strip()))
+                    pairs.append((path, row[1].strip()))
                 else:
-                    images.append(row[0])
+                    images.append(path)
     except UnicodeDecodeError:
         raise UserError(f"The list {path} is not UTF-8 text: save it as UTF-8. Nothing was labelled.") from None
     except (OSError, csv.Error) as exc:
@@ -127,17 +136,30 @@ def cmd_label(args):
 
     images = list(args.image or [])
     pairs = []
+    skipped = 0
     if args.list:
         more, pairs = _read_list(args.list)
+        if args.label is None and more:
+            if not pairs:
+                raise InvalidParameter(f"{args.list} holds no labels: fill in its label column (path,label "
+                                       "rows), or give --label to give every listed image that label. "
+                                       "Nothing was labelled.")
+            skipped = len(more)  # rows the expert left empty: not labelled this time
+            more = []
         images += more
     ids = [ID.clean(i) for i in (args.id or [])]
     cluster = None if args.cluster is None else Param("cluster", "int", None, 0, 10 ** 9).clean(args.cluster)
-    return review.label_images(args.logdir, label=args.label, images=images, ids=ids, pairs=pairs,
-                               cluster=cluster, network=args.network, overwrite=args.overwrite)
+    answer = review.label_images(args.logdir, label=args.label, images=images, ids=ids, pairs=pairs,
+                                 cluster=cluster, network=args.network, overwrite=args.overwrite)
+    if args.list:
+        answer["skipped_without_label"] = skipped
+    return answer
 
 
 def render_label(r):
     lines = [f"{r['changed']} of {r['requested']} labels changed"]
+    if r.get("skipped_without_label"):
+        lines.append(f"  {r['skipped_without_label']} listed images without a label were left as they are")
     for net, e in r["after_review"].items():
         for k, v in e.items():
             lines.append(f"  {net} {k.replace('_', ' ')}: {v['agreed']}/{v['n']} predictions confirmed")
@@ -145,11 +167,14 @@ def render_label(r):
 
 
 def _add_label_command(command):
-    p = command("label", cmd_label, "give expert labels: one image, a list, or a whole cluster", render_label)
+    p = command("label", cmd_label, "give expert labels: one image, a CSV of path,label rows, or a whole cluster",
+                render_label)
     p.add_argument("logdir")
     p.add_argument("--image", action="append", help="image path (repeatable)")
     p.add_argument("--id", action="append", help="image id (repeatable)")
-    p.add_argument("--list", help="file of paths (one per line) or 'path,label' rows")
+    p.add_argument("--csv", "--list", dest="list", metavar="FILE",
+                   help="a CSV of path,label rows, e.g. the file `suggest --out` wrote with its labels filled "
+                        "in (rows left without a label are skipped); or of paths alone, with --label")
     p.add_argument("--cluster", help="label the members of this cluster (with --network)")
     p.add_argument("--network", help="whose clusters --cluster means")
     p.add_argument("--label")

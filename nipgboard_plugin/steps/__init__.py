@@ -25,7 +25,7 @@ from ..params import REQUIRED, Param, clean_all
 
 # Import order is the order of the CLI's command list and of /kinds.
 STEP_MODULES = ("ingest", "embed", "duplicates", "similar", "rare", "project", "cluster", "predict", "evaluate",
-                "search", "review", "export", "projector", "sprites", "pipeline")
+                "search", "review", "suggest", "export", "projector", "sprites", "pipeline")
 
 
 class Context:

@@ -1,0 +1,146 @@
+"""`nipgboard suggest`: which images the expert labels next, on real images and real features.
+
+The digits set (handwritten 0, 1, 4, 7 as PNG files, embedded with two offline networks; see
+pipeline_fixtures.py) is visually distinct per class: from zero labels the typical-and-diverse round
+must already show the expert every class. With labels and predictions, the suggested images are the
+ones the networks are least sure of; the CSV goes out and comes back with its labels filled in.
+"""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from nipgboard_plugin import cli, results
+from nipgboard_plugin import suggest as S
+from nipgboard_plugin.store import Store
+from pipeline_fixtures import copy_dataset
+
+NETS = ("efficientnet_lite0", "mobilenet_v2")
+
+
+def run(capsys, *argv):
+    rc = cli.main(["--json", *map(str, argv)])
+    return rc, json.loads(capsys.readouterr().out)
+
+
+def _unlabel_all(logdir):
+    with Store(logdir) as st:
+        st.set_labels([(i, None) for i in st.labels()])
+
+
+def _class_of(ds, items):
+    return [ds["truth"][it["path"]] for it in items]
+
+
+def test_cold_start_shows_every_class_and_never_the_same_image_twice(digits, tmp_path, capsys):
+    ds = copy_dataset(digits, tmp_path)
+    L = ds["logdir"]
+    _unlabel_all(L)
+    n_classes = len(set(ds["truth"].values()))
+    for net in NETS:
+        for n in (n_classes, 6):
+            rc, r = run(capsys, "suggest", L, "--networks", net, "-n", n)
+            assert rc == 0, r
+            assert r["mode"] == "cold start" and r["labelled"] == 0 and r["network"] == net
+            ids = [it["id"] for it in r["items"]]
+            assert len(ids) == n == len(set(ids))
+            assert len(set(_class_of(ds, r["items"]))) == n_classes, (net, n, _class_of(ds, r["items"]))
+            assert all(it["reason"].startswith("typical of an unlabelled group of ") for it in r["items"])
+    # The default: every network with features, the first giving them.
+    rc, r = run(capsys, "suggest", L)
+    assert rc == 0 and r["networks"] == list(NETS) and r["shown"] == 50 and r["predictions"] == []
+
+
+def test_with_labels_and_predictions_the_least_sure_come_first_and_labelled_never(digits, tmp_path, capsys):
+    ds = copy_dataset(digits, tmp_path)
+    L = ds["logdir"]
+    with Store(L) as st:
+        labelled = set(st.labels())
+    # Labels but no predictions yet: still typical and diverse, around what is labelled.
+    rc, r = run(capsys, "suggest", L, "-n", 20)
+    assert rc == 0 and r["mode"] == "cold start" and "no current predictions" in r["why"]
+    assert not {it["id"] for it in r["items"]} & labelled
+    for net in NETS:
+        assert run(capsys, "predict", L, "--network", net, "--method", "logreg", "--no-projector")[0] == 0
+    rc, r = run(capsys, "suggest", L, "--networks", *NETS, "-n", 10)
+    assert rc == 0 and r["mode"] == "uncertainty" and r["predictions"] == list(NETS)
+    chosen = [it["id"] for it in r["items"]]
+    assert len(chosen) == 10 == len(set(chosen)) and not set(chosen) & labelled
+    assert all(it["reason"].startswith(("least sure: ", "networks disagree: ")) for it in r["items"])
+    # Their margins (between the networks' two likeliest classes) lie below the unlabelled median.
+    probas, ids = [], None
+    for net in NETS:
+        arrays, meta = results.load_result(L, net, "predictions")
+        ids = arrays["image_ids"]
+        probas.append(arrays.get("vote_proba", arrays["proba"]))  # what each network votes with
+    mean = np.mean(probas, axis=0)
+    top2 = np.sort(mean, axis=1)[:, -2:]
+    margin = dict(zip(ids.tolist(), top2[:, 1] - top2[:, 0]))
+    pool = [margin[i] for i in ids.tolist() if i not in labelled]
+    ours = [margin[i] for i in chosen]
+    assert max(ours) < np.median(pool) and np.median(ours) < 0.5 * np.median(pool), (ours, np.median(pool))
+    scores = [it["score"] for it in r["items"]]
+    assert scores == sorted(scores)
+
+
+def test_the_csv_goes_out_and_comes_back_with_its_labels(digits, tmp_path, capsys):
+    ds = copy_dataset(digits, tmp_path)
+    L = ds["logdir"]
+    _unlabel_all(L)
+    out = tmp_path / "next.csv"
+    rc, r = run(capsys, "suggest", L, "-n", 8, "--out", out)
+    assert rc == 0 and r["out"] == str(out)
+    raw = out.read_text()
+    assert raw.splitlines()[0] == '"path","label"' and raw.count("\n") == 9
+    rows = list(csv.reader(open(out)))[1:]
+    assert [p for p, _ in rows] == [it["path"] for it in r["items"]] and all(lab == "" for _, lab in rows)
+    # The expert fills in all labels but one.
+    done = tmp_path / "next_done.csv"
+    with open(done, "w", newline="") as fh:
+        w = csv.writer(fh, quoting=csv.QUOTE_ALL)
+        w.writerow(["path", "label"])
+        w.writerows([p, ds["truth"][p] if k else ""] for k, (p, _) in enumerate(rows))
+    rc, lab = run(capsys, "label", L, "--csv", done)
+    assert rc == 0 and lab["changed"] == 7 and lab["skipped_without_label"] == 1
+    with Store(L) as st:
+        stored = st.labels()
+        path_of = dict(st.image_rows("id, path"))
+    assert {path_of[i]: v for i, v in stored.items()} == {p: ds["truth"][p] for p, _ in rows[1:]}
+    # The next round leaves them out.
+    rc, r2 = run(capsys, "suggest", L, "-n", 8)
+    assert rc == 0 and not {it["path"] for it in r2["items"]} & {p for p, _ in rows[1:]}
+    # A file with no labels filled in says so and labels nothing.
+    rc, err = run(capsys, "label", L, "--csv", out)
+    assert rc == 2 and "no labels" in err["error"]
+
+
+def test_bad_values_are_refused_with_a_message(digits, capsys):
+    L = digits["logdir"]
+    for argv, message in ((("-n", 0), "between 1 and 5000"), (("-n", 5001), "between 1 and 5000"),
+                          (("-n", "ten"), "integer"), (("--networks", "no_such_net"), "unknown network"),
+                          (("--seed", -1), "random_state")):
+        rc, out = run(capsys, "suggest", L, *argv)
+        assert rc == 2 and message in out["error"], (argv, out)
+
+
+def test_the_engine_explains_disagreements_and_short_rounds():
+    """Unit checks on made-up probabilities: who says what, and a round larger than the pool."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 16)).astype(np.float32)
+    labels = [None] * 300
+    for i in range(0, 300, 10):
+        labels[i] = "a" if i % 20 else "b"
+    a = np.tile([0.9, 0.1], (300, 1))
+    b = a.copy()
+    b[5] = [0.2, 0.8]          # the networks split on row 5
+    a[7] = [0.51, 0.49]        # both barely sure of row 7
+    b[7] = [0.52, 0.48]
+    s = S.suggest(X, 2, labels=labels, probas=[a, b], classes=["a", "b"], networks=["n1", "n2"])
+    assert s.mode == "uncertainty" and set(s.rows.tolist()) == {5, 7}
+    reason = dict(zip(s.rows.tolist(), s.reasons))
+    assert reason[5] == "networks disagree: n1 says a, n2 says b"
+    assert reason[7] == "least sure: a 0.52 vs b 0.48"
+    s = S.suggest(X, 500, labels=labels)
+    assert s.mode == "cold start" and sorted(s.rows.tolist()) == [i for i in range(300) if labels[i] is None]
+    assert len(S.suggest(X, 5, labels=["x"] * 300).rows) == 0
