@@ -184,11 +184,9 @@ class Run:
     def cluster_members(self, network, cluster, overwrite=False) -> list:
         """The image ids a label given to a whole cluster goes to: its members without a label, or every
         member with ``overwrite``. The one rule for the CLI, the panel and the API."""
-        from . import graph, results
+        from . import graph
 
-        if not results.has_result(self.dir, network, "clusters"):
-            raise MissingStep(f"no clusters for network {network!r} yet: run the 'cluster' step first")
-        arrays, meta = graph.load_clusters(self.dir, network)
+        arrays, meta = graph.load_clusters(self.dir, network)  # MissingStep names the command to run first
         members = [int(i) for i in arrays["image_ids"][arrays["cluster"] == int(cluster)]]
         if not members:
             raise NotFound(f"Network {network!r} has no cluster {cluster} "
