@@ -10,7 +10,7 @@ import sqlite3
 import numpy as np
 
 from . import paths
-from .store import connect
+from .store import SqliteFile, connect
 
 FEATURES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS features (
@@ -35,21 +35,12 @@ def open_cache(run_dir) -> sqlite3.Connection:
     return connect(path, FEATURES_SCHEMA)
 
 
-class FeatureStore:
+class FeatureStore(SqliteFile):
     """The feature cache of one run (created when missing). One writer at a time; readers never wait."""
 
     def __init__(self, run_dir):
         self.run_dir = run_dir
         self.conn = open_cache(run_dir)
-
-    def close(self):
-        self.conn.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def hashes(self, key) -> set:
         """The content hashes of every image with a vector under ``key``."""

@@ -77,20 +77,11 @@ def connect(path, schema) -> sqlite3.Connection:
     return conn
 
 
-class Store:
-    """Access to one dataset's database. Cheap to open; safe to use from several processes."""
+class SqliteFile:
+    """What every SQLite store shares (the dataset, the feature cache, the jobs): a connection ``conn``
+    opened by :func:`connect`, closed by ``close`` or a ``with`` block, and atomic writes."""
 
-    def __init__(self, logdir, create=False):
-        self.logdir = Path(logdir)
-        self.path = paths.db_path(logdir)
-        if not self.path.is_file():
-            if not create:
-                raise DatasetMissing(
-                    f"No NIPGBoard dataset in {self.logdir}: run `nipgboard init {self.logdir} --images DIR` first."
-                )
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = connect(self.path, SCHEMA)
-        self.conn.execute("PRAGMA foreign_keys=ON")
+    conn: sqlite3.Connection
 
     def close(self):
         self.conn.close()
@@ -111,6 +102,22 @@ class Store:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+
+
+class Store(SqliteFile):
+    """Access to one dataset's database. Cheap to open; safe to use from several processes."""
+
+    def __init__(self, logdir, create=False):
+        self.logdir = Path(logdir)
+        self.path = paths.db_path(logdir)
+        if not self.path.is_file():
+            if not create:
+                raise DatasetMissing(
+                    f"No NIPGBoard dataset in {self.logdir}: run `nipgboard init {self.logdir} --images DIR` first."
+                )
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = connect(self.path, SCHEMA)
+        self.conn.execute("PRAGMA foreign_keys=ON")
 
     # -- meta -------------------------------------------------------------------------------
     def get_meta(self, key, default=None):

@@ -4,11 +4,13 @@
 ...     status, headers, body = tb.get("runs")
 ...     job = tb.post_json("start_job", {"run": "shapes", "kind": "ingest", "params": {...}})
 """
+import contextlib
 import http.client
 import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -151,3 +153,17 @@ class TensorBoardServer:
         done = self.wait_job(run, job["id"], timeout=timeout)
         assert done["state"] == "done", done
         return done
+
+
+@contextlib.contextmanager
+def writer_lock(db):
+    """Hold SQLite's write lock on ``db`` (a WAL file like the product's; created if missing): every other
+    writer, e.g. an embed job storing its next batch, waits until the block ends (up to its 30 s)."""
+    conn = sqlite3.connect(db, timeout=30, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()

@@ -5,7 +5,6 @@ test acts is held by SQLite's write lock on the run's feature cache, which the t
 job could write its next batch (`writer_lock`): the embed waits there, as long as the test wants and
 on any machine, exactly as it would behind any other writer.
 """
-import contextlib
 import itertools
 import os
 import signal
@@ -20,7 +19,7 @@ from nipgboard_plugin.errors import UserError
 from nipgboard_plugin.jobs import JobCancelled, JobContext, JobStore, pid_alive
 from nipgboard_plugin.jobs.dispatcher import CANCEL_GRACE_SECONDS
 from nipgboard_plugin.runs import RunIndex, discover
-from plugin_server import TensorBoardServer
+from plugin_server import TensorBoardServer, writer_lock
 
 NET = "efficientnet_lite0"
 
@@ -114,20 +113,6 @@ def test_run_discovery_and_new_run_names(tmp_path):
 # -- through the real server ------------------------------------------------------------------------------
 EMBED_NET = "mobilenet_v2"
 ACTIVE = ("running", "done", "failed", "cancelled")
-
-
-@contextlib.contextmanager
-def writer_lock(db):
-    """Hold SQLite's write lock on ``db`` (a WAL file like the product's; created if missing): every other
-    writer, e.g. an embed job storing its next batch, waits until the block ends (up to its 30 s)."""
-    conn = sqlite3.connect(db, timeout=30, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    finally:
-        conn.execute("ROLLBACK")
-        conn.close()
 
 
 def vectors(db):

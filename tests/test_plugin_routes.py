@@ -26,7 +26,7 @@ from PIL import Image
 from images import shape_image, write_bad_files, write_shapes
 from nipgboard_plugin import paths
 from nipgboard_plugin.steps import all_steps
-from plugin_server import PREFIX, TensorBoardServer
+from plugin_server import PREFIX, TensorBoardServer, writer_lock
 
 NET = "efficientnet_lite0"
 NET2 = "mobilenet_v2"
@@ -115,19 +115,6 @@ def copy_run(world, logdir=None, results=True, features=True):
                 contextlib.closing(sqlite3.connect(paths.data_dir(dst) / filename)) as b:
             a.backup(b)   # a consistent copy, whatever the write-ahead log holds
     return name, dst
-
-
-@contextlib.contextmanager
-def writer_lock(db):
-    """Hold SQLite's write lock on ``db``: an embed job waits at its next write until the block ends."""
-    conn = sqlite3.connect(db, timeout=30, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    finally:
-        conn.execute("ROLLBACK")
-        conn.close()
 
 
 def labels_of(tb, run):

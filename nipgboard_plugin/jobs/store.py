@@ -1,11 +1,10 @@
 """The job database of one run: ``<run>/nipgboard/jobs.sqlite`` and every SQL statement about jobs."""
-import contextlib
 import json
 import time
 from pathlib import Path
 
 from ..paths import jobs_db_path
-from ..store import connect
+from ..store import SqliteFile, connect
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE_STATES = ("queued", "running")
@@ -41,7 +40,7 @@ COLUMNS = ("id", "kind", "params", "state", "stage", "done", "total", "rate", "e
            "updated_at")
 
 
-class JobStore:
+class JobStore(SqliteFile):
     """The jobs of one run. Cheap to open; safe to use from several processes and threads."""
 
     def __init__(self, run_dir, create=False):
@@ -59,15 +58,6 @@ class JobStore:
             return cls(run_dir)
         except FileNotFoundError:
             return None
-
-    def close(self):
-        self.conn.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     @staticmethod
     def _row(row):
@@ -171,17 +161,6 @@ class JobStore:
         cur = self.conn.execute("UPDATE jobs SET state='queued', worker_pid=NULL WHERE id=? AND "
                                 "state='running'", (int(job_id),))
         return cur.rowcount == 1
-
-    @contextlib.contextmanager
-    def transaction(self):
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
-
 
 
 # -- what the routes read -------------------------------------------------------------------------------
