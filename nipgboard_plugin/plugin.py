@@ -125,6 +125,7 @@ class NipgboardPlugin(base_plugin.TBPlugin):
         if logdir:
             web.redact_paths_under(logdir)
         self.allowed_roots = self._allowed_roots(logdir, getattr(flags, "nipgboard_roots", None))
+        web.redact_paths_in_roots(self.allowed_roots)
         self.jobs = jobs.JobManager(self.runs)
         self.jobs.start()  # re-queues interrupted jobs and, with datasets present, starts (and warms) the worker
         # Import what the neighbour and network routes need (scikit-learn, the network registry) now,

@@ -90,8 +90,7 @@ def binary_response(request, data, content_type, headers=None, expires=0):
 _extra_hosts = set()
 _redactions = {}        # absolute folder -> what error texts show instead ("" for the logdir itself)
 _redaction_re = None
-_roots_seen = set()
-_redaction_lock = threading.Lock()    # roots are registered by the first request, on any server thread
+_redaction_lock = threading.Lock()    # several plugins (and tests) may register folders
 
 
 def allow_hosts(*names):
@@ -122,10 +121,7 @@ def redact_paths_in_roots(roots):
     the logdir (registered with :func:`redact_paths_under`) and folders inside it keep their relative form."""
     for root in roots or ():
         root = str(root)
-        if root in _roots_seen:
-            continue
         with _redaction_lock:
-            _roots_seen.add(root)
             if not any(root == d or root.startswith(d + "/") for d, shown in _redactions.items() if shown == ""):
                 _add_redaction(root, "\u2026/" + (os.path.basename(root.rstrip("/")) or "root"))
 
@@ -246,7 +242,6 @@ def route(methods=("GET",), max_body=DEFAULT_MAX_BODY):
         @wrappers.Request.application
         def app(self, request):
             try:
-                redact_paths_in_roots(getattr(self, "allowed_roots", None))
                 check_origin(request)
                 if request.method not in allowed:
                     raise HTTPError(f"method {request.method} not allowed; use {', '.join(methods)}", status=405)
