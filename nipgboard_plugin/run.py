@@ -201,7 +201,7 @@ class Run:
                            "them all")
         return todo
 
-    def label_history(self, image_id=None, limit=1000) -> dict:
+    def label_history(self, image_id, limit) -> dict:
         with self.store() as store:
             if image_id is not None and store.image_by_id(image_id) is None:
                 raise NotFound(f"unknown image id {image_id}")
@@ -234,7 +234,7 @@ class Run:
             return thumbnails.sprite_page(self.dir, store, tile, page)
 
     # -- export --------------------------------------------------------------------------------------
-    def export_bytes(self, networks=None, low_confidence=0.6) -> bytes:
+    def export_bytes(self, networks, low_confidence) -> bytes:
         """The labels CSV, written inside the run's data folder (never elsewhere), read back and removed."""
         import uuid
 
