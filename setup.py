@@ -28,7 +28,13 @@ setup(
     extras_require={
         # torch is pinned: an unpinned torch pulls gigabytes of CUDA packages.
         "torch": ["torch==2.13.0"],
-        "test": ["pytest>=7", "scikit-image>=0.22", "keras>=3.0"],
+        # The source paper's Keras applications on TensorFlow (exported to ONNX by tf2onnx).
+        "keras": ["keras>=3.0", "tensorflow-cpu>=2.16", "tf2onnx>=1.16"],
+        # Extraction over a Ray cluster (Ray Data + actors holding ONNX Runtime sessions).
+        "ray": ["ray[data]>=2.40"],
+        # Foundation models (DINOv2, CLIP, SigLIP image towers) through their own loaders.
+        "transformers": ["transformers>=4.45", "torch==2.13.0"],
+        "test": ["pytest>=7", "scikit-image>=0.22"],
     },
     entry_points={
         "tensorboard_plugins": ["nipgboard = nipgboard_plugin.plugin:NipgboardLoader"],
