@@ -17,6 +17,7 @@ transform in the same process runs at full speed.
 :func:`project_dataset` is the stage: it fits on the train images of a dataset (train and unlabelled
 images for ``mode='semi-supervised'``), transforms the rest and stores coordinates and model.
 """
+import sys
 import threading
 import time
 import warnings
@@ -36,6 +37,10 @@ _warm_seconds = None
 
 
 def _import_umap():
+    # umap's package import also loads ParametricUMAP, which imports TensorFlow when it is installed
+    # (about 7 s per process, and we never use it): mark that submodule absent unless already loaded.
+    if "umap" not in sys.modules:
+        sys.modules.setdefault("umap.parametric_umap", None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import umap  # noqa: WPS433 (slow import: only when needed)

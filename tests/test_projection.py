@@ -103,3 +103,14 @@ def test_grid_search_uses_train_images_only(digits):
                                    {"graph": ["mst", "knn"], "resolution": [1.0]}, n_folds=2)
     assert len(table) == 4 and all(0 <= r["accuracy"] <= 1 for r in table)
     assert table[0]["accuracy"] == max(r["accuracy"] for r in table) and table[0]["accuracy"] > 0.6
+
+
+def test_importing_umap_does_not_import_tensorflow():
+    """umap's ParametricUMAP would import TensorFlow (seconds per process) where it is installed."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from nipgboard_plugin.projection import _import_umap; u = _import_umap(); "
+            "u.UMAP(n_components=3); print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
