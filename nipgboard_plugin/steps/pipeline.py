@@ -1,7 +1,11 @@
 """pipeline: a chain of steps run as one job on the server (by default embed, project, cluster,
 predict; the panel's "Auto" is search with apply, then predict), so it finishes with the browser tab
 closed and resumes after a restart (features come from the cache; later steps recompute and replace
-their results atomically)."""
+their results atomically).
+
+From zero labels (a folder just added) the chain still finishes: a supervised projection becomes an
+unsupervised one and predict is skipped until two classes have labelled train images; the result's
+``notes`` say so."""
 from ..errors import Cancelled, InvalidParameter
 from ..params import Param
 from . import NETWORK, Context, Step, get, register
@@ -44,8 +48,42 @@ class _StepContext(Context):
         return self.outer.should_stop()
 
 
+def train_classes(run_dir) -> dict:
+    """{label: count} of the labelled train images (labelled, not in the test split)."""
+    from collections import Counter
+
+    from ..store import Store
+
+    with Store(run_dir) as store:
+        labels, splits = store.labels(), store.splits()
+    return dict(Counter(lab for i, lab in labels.items() if splits.get(i) != "test"))
+
+
+def _too_few(classes):
+    """Why labels are too few to learn from, or None."""
+    if not classes:
+        return "no labels yet"
+    if len(classes) == 1:
+        return f"only one class labelled ({next(iter(classes))!r})"
+    return None
+
+
+def _adapt(name, params, classes, notes):
+    """The step's parameters for the labels there are, or None to skip the step (with a note why)."""
+    why = _too_few(classes)
+    if why is None:
+        return params
+    if name == "project" and params.get("mode") != "unsupervised" and params.get("method") == "umap":
+        notes.append(f"project: {why}, so the projection was made without labels (unsupervised)")
+        return dict(params, mode="unsupervised", fit_on=None)
+    if name == "predict":
+        notes.append(f"predict: skipped, {why}: label images of at least two classes, then predict")
+        return None
+    return params
+
+
 def run(ctx, run_dir, p):
-    done = {}
+    done, notes = {}, []
     for n, name in enumerate(p["steps"], 1):
         if ctx.should_stop():
             raise Cancelled({"network": p["network"], "steps": done})
@@ -53,10 +91,15 @@ def run(ctx, run_dir, p):
         params = (p["options"] or {}).get(name) or step.clean({"network": p["network"]}, run_dir, face="job")
         if name != p["steps"][-1] and "projector" in params:
             params = dict(params, projector=False)  # the Projector files are written once, at the end
+        if name in ("project", "predict"):
+            params = _adapt(name, params, train_classes(run_dir), notes)
+            if params is None:
+                done[name] = {"skipped": True, "note": notes[-1]}
+                continue
         inner = _StepContext(ctx, f"{n}/{len(p['steps'])} {name}: ")
         inner.stage("starting")
         done[name] = step.run(inner, run_dir, params)
-    return {"network": p["network"], "steps": done}
+    return {"network": p["network"], "steps": done, "notes": notes}
 
 
 def render(r):
@@ -65,7 +108,10 @@ def render(r):
     parts = []
     for name, result in r["steps"].items():
         step = all_steps()[name]
+        if result.get("skipped"):
+            continue
         parts.append(step.render(result) if step.render else name)
+    parts += [f"note: {n}" for n in r.get("notes", [])]
     return "\n".join(parts)
 
 
