@@ -27,20 +27,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def tensorboard_command():
-    exe = Path(sys.executable).with_name("tensorboard")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "tensorboard.main"]
+def tensorboard_command(python=None):
+    """How to start ``tensorboard`` with ``python`` (default: this interpreter) and its environment's packages."""
+    python = str(python or sys.executable)
+    exe = Path(python).with_name("tensorboard")
+    return [str(exe)] if exe.exists() else [python, "-m", "tensorboard.main"]
 
 
 class TensorBoardServer:
-    """A ``tensorboard --logdir LOGDIR`` subprocess; ``stop()`` (or the context manager) ends it."""
+    """A ``tensorboard --logdir LOGDIR`` subprocess; ``stop()`` (or the context manager) ends it.
 
-    def __init__(self, logdir, home, log_path=None, env=None, roots=()):
+    ``python``: the interpreter (of another virtual environment, say) whose TensorBoard and plugin to run;
+    ``cwd``: the server's working folder (default: this process's)."""
+
+    def __init__(self, logdir, home, log_path=None, env=None, roots=(), python=None, cwd=None):
         self.logdir = Path(logdir)
         self.roots = [str(r) for r in roots]   # folders the browser may add images from (--nipgboard_roots)
         self.home = Path(home)
         self.log_path = Path(log_path) if log_path else self.logdir.parent / "tensorboard.log"
         self.extra_env = dict(env or {})
+        self.python = python
+        self.cwd = cwd
         self.proc = None
         self.port = None
 
@@ -52,10 +59,10 @@ class TensorBoardServer:
         env.update(self.extra_env)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            tensorboard_command() + ["--logdir", str(self.logdir), "--port", str(self.port), "--host", "127.0.0.1",
-                                     "--load_fast=false"]
+            tensorboard_command(self.python)
+            + ["--logdir", str(self.logdir), "--port", str(self.port), "--host", "127.0.0.1", "--load_fast=false"]
             + (["--nipgboard_roots", os.pathsep.join(self.roots)] if self.roots else []),
-            stdout=self._log, stderr=subprocess.STDOUT, env=env)
+            stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=self.cwd)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
