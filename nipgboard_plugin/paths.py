@@ -110,3 +110,18 @@ def engines_dir() -> Path:
 
 def user_networks_file() -> Path:
     return home() / "networks.json"
+
+
+def models_dir() -> Path:
+    """Model folders the user put here by hand (``models/<owner>/<name>/``, e.g. facebook/dinov2-small)."""
+    return home() / "models"
+
+
+def text_features_dir() -> Path:
+    """Cached text embeddings of the zero-shot prompts, one file per network and weights."""
+    return home() / "text-features"
+
+
+def speeds_file() -> Path:
+    """Measured images/s per machine, network and device (written when an embed finishes)."""
+    return home() / "speeds.json"

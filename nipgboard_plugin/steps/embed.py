@@ -5,16 +5,20 @@ from . import NETWORK, Step, register
 
 
 def run(ctx, run_dir, p):
+    from ..backbones import speeds
     from ..features import embed
 
     ctx.stage("loading the network")
+    last = []
 
     def progress(pr):
+        last[:] = [pr]
         ctx.stage_once("extracting features", pr.total)
         ctx.progress(pr.done, pr.total, rate=pr.rate, eta=pr.eta, check_cancel=False)
 
     result = embed(run_dir, p["network"], batch_size=p["batch_size"], progress=progress,
                    should_stop=ctx.should_stop, device=p["device"])
+    speeds.record_embed(result, last[0] if last else None, p["batch_size"])  # images/s, for `networks`
     if result.get("stopped"):
         raise Cancelled(result)
     return result
