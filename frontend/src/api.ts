@@ -1,7 +1,7 @@
 // Calls to the plugin's routes, one typed helper per route. Every URL is relative: inside TensorBoard
 // the page's base is `plugin/nipgboard/` under `/data/`, so `runs` resolves to `/data/plugin/nipgboard/runs`.
 import type {
-  ClustersAnswer, Job, JobParams, JobsAnswer, KindsAnswer, Metadata, MetricsAnswer, NetworksAnswer,
+  AccuracyAnswer, ClustersAnswer, Job, JobParams, JobsAnswer, KindsAnswer, Metadata, MetricsAnswer, NetworksAnswer,
   ReviewAnswer, RunsAnswer, SetLabelsAnswer, SimilarAnswer, SpriteIndex, Summary,
 } from './types';
 
@@ -57,6 +57,7 @@ export const cancelJob = (run: string, id: number) => post<Job>('cancel_job', { 
 export const getMetadata = (run: string, network: string) => get<Metadata>('metadata', { run, network });
 export const getClusters = (run: string, network: string) => get<ClustersAnswer>('clusters', { run, network });
 export const getMetrics = (run: string) => get<MetricsAnswer>('metrics', { run });
+export const getAccuracy = (run: string, network: string) => get<AccuracyAnswer>('accuracy', { run, network });
 /** `limit` is how many items the panel lists; `all`: every unlabelled image, not only the flagged ones. */
 export const getReview = (run: string, limit: number, all = false) =>
   get<ReviewAnswer>('review', { run, limit, all: all ? 'true' : undefined });

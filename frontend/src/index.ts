@@ -1,6 +1,6 @@
 // The NIPGBoard panel. TensorBoard loads this module inside the tab's iframe and calls render().
 // This file wires the parts: the dataset and networks on the left, the 3-D view in the centre,
-// labelling and the tabs (review, clusters, similar, near duplicates) on the right.
+// labelling and the tabs (the Next queue, clusters, similar, near duplicates, review) on the right.
 import { getKinds, getNetworks, getRuns, getSummary } from './api';
 import { Centre } from './centre';
 import { errorText, h, Notices } from './dom';
@@ -10,6 +10,7 @@ import { StepOptionForms } from './options';
 import { ClustersPanel } from './panels/clusters';
 import { DatasetPanel } from './panels/dataset';
 import { DuplicatesPanel } from './panels/duplicates';
+import { NextPanel } from './panels/next';
 import { NetworksPanel } from './panels/networks';
 import { onboarding } from './panels/onboarding';
 import { ReviewPanel } from './panels/review';
@@ -17,7 +18,13 @@ import { SimilarPanel } from './panels/similar';
 import { State, type Tab } from './state';
 import { CSS as STYLE } from './style';
 
-const TABS: [Tab, string][] = [['review', 'Review queue'], ['clusters', 'Clusters'], ['similar', 'Similar'], ['duplicates', 'Near duplicates']];
+const TABS: [Tab, string, string][] = [
+  ['next', 'Next', 'The images to label or check next, one round at a time'],
+  ['clusters', 'Clusters', 'Groups of similar images: label a whole group at once'],
+  ['similar', 'Similar', 'The images most like the current one'],
+  ['duplicates', 'Near duplicates', 'Groups of near-identical images'],
+  ['review', 'Review (all doubts)', 'Every unlabelled image the networks disagree on or are unsure of, most doubtful first'],
+];
 
 export class App {
   state = new State();
@@ -31,6 +38,7 @@ export class App {
   pipelines = new Pipelines(this);
   dataset = new DatasetPanel(this);
   networks = new NetworksPanel(this);
+  next = new NextPanel(this);
   review = new ReviewPanel(this);
   clusters = new ClustersPanel(this);
   similar = new SimilarPanel(this);
@@ -81,7 +89,8 @@ export class App {
     }
     notices.status('');
     notices.message(h('div', {}, h('h3', { text: `${summary.images} images, ${summary.labelled} labelled` }),
-      h('p', { text: 'Click a network on the left: it extracts every image\'s features, projects them to 3-D, groups them into clusters and predicts a label for every image. It runs on the server: progress shows beside the network, and it goes on if you close this tab.' })));
+      h('p', { text: 'Click a network on the left: it extracts every image\'s features, projects them to 3-D, groups them into clusters and predicts a label for every image. It runs on the server: progress shows beside the network, and it goes on if you close this tab.' }),
+      summary.labelled ? null : h('p', { text: 'No labels yet: that is fine. Once the network is done, the Next tab on the right lists the few images to label first; type each one\'s class and the predictions label the rest.' })));
   }
 
   async refreshNetworks() {
@@ -99,8 +108,8 @@ export class App {
   renderRight() {
     const { state } = this;
     this.right.replaceChildren(h('h2', { text: 'Label' }), this.labels.el, this.tabBar, this.pane);
-    this.tabBar.replaceChildren(...TABS.map(([t, label]) => h('button', {
-      class: state.tab === t ? 'on' : '', text: label, 'data-tab': t, onClick: () => { state.tab = t; this.renderRight(); },
+    this.tabBar.replaceChildren(...TABS.map(([t, label, title]) => h('button', {
+      class: state.tab === t ? 'on' : '', text: label, title, 'data-tab': t, onClick: () => { state.tab = t; this.renderRight(); },
     })));
     this.labels.render();
     this.renderTab();
@@ -111,8 +120,8 @@ export class App {
     const { state } = this;
     const box = h('div', {});
     this.pane.replaceChildren(box);
-    if (!state.meta) { box.append(h('p', { class: 'muted', text: 'Run a network to see its clusters and review queue.' })); return; }
-    const panel = { review: this.review, clusters: this.clusters, similar: this.similar, duplicates: this.duplicates }[state.tab];
+    if (!state.meta) { box.append(h('p', { class: 'muted', text: 'Run a network to see the images to label next and its clusters.' })); return; }
+    const panel = { next: this.next, review: this.review, clusters: this.clusters, similar: this.similar, duplicates: this.duplicates }[state.tab];
     void panel.render(box);
   }
 }

@@ -157,9 +157,12 @@ export class Pipelines {
       return;
     }
     this.app.networks.updateCard(network);
-    const embedded = end.kind === 'pipeline' ? (end.result as PipelineResult | null)?.steps.embed : undefined;
+    const result = end.kind === 'pipeline' ? end.result as PipelineResult | null : null;
+    const embedded = result?.steps.embed;
     if (embedded?.device_fallback) this.app.notices.toast(`${network}: ${embedded.device_note}`, 8000);
     else this.app.notices.toast(`${network}: done` + (embedded?.device ? ` (features on the ${embedded.device})` : ''));
+    // e.g. from zero labels: projected without labels, predict skipped until two classes have labels
+    for (const note of result?.notes ?? []) this.app.notices.toast(note, 8000);
     await this.app.refreshNetworks();
     await this.app.centre.loadView(network);
     this.app.dataset.loadMetrics();

@@ -1,12 +1,12 @@
 // The panel's state: which run and network are shown, their data, what is selected, how points are
 // coloured, the review queue and the undo stack. Modules read and change it; the DOM is drawn from it.
-import type { Kind, Metadata, Network, ReviewAnswer, ReviewItem, Run, Summary } from './types';
+import type { Kind, Metadata, Network, ReviewAnswer, ReviewItem, Run, SuggestItem, SuggestResult, Summary } from './types';
 
 export type Overlay = 'label' | 'predicted' | 'cluster' | 'split' | 'disagreement';
 export const OVERLAYS: [Overlay, string][] = [['label', 'Colour: expert label'], ['predicted', 'Colour: predicted label'],
   ['cluster', 'Colour: cluster'], ['split', 'Colour: split'], ['disagreement', 'Colour: disagreement']];
 
-export type Tab = 'review' | 'clusters' | 'similar' | 'duplicates';
+export type Tab = 'next' | 'clusters' | 'similar' | 'duplicates' | 'review';
 export type Target = { kind: 'none' | 'image' | 'selection' } | { kind: 'cluster'; cluster: number };
 
 /** One labelling action, as the labels it replaced: undo gives them back. */
@@ -38,7 +38,17 @@ export class State {
   current = -1;                          // point index the keyboard acts on
   target: Target = { kind: 'none' };
 
-  tab: Tab = 'review';
+  tab: Tab = 'next';
+  /** The "Next" queue: the latest suggest round of `nextRun`, the keyboard's place in it, the images
+   * labelled from it (undo takes them out again), and what the round is doing now (null: waiting for
+   * the expert). `nextNote`: how the last round went, in a line. */
+  next: SuggestResult | null = null;
+  nextRun = '';
+  nextPos = 0;
+  nextDone = new Set<number>();
+  nextBusy: string | null = null;
+  nextNote = '';
+  round = 0;
   review: ReviewAnswer | null = null;
   reviewById = new Map<number, ReviewItem>();
   reviewPos = 0;
@@ -102,6 +112,21 @@ export class State {
     return [...set].sort();
   }
 
+  /** The Next queue's item of the current image, if it is one. */
+  nextItem(): SuggestItem | null {
+    const m = this.meta, i = this.current;
+    if (!m || i < 0 || !this.next) return null;
+    return this.next.items.find((it) => it.id === m.ids[i]) ?? null;
+  }
+
+  /** Expert labels per class among the images a prediction learns from (not the test split). */
+  trainCounts(): Map<string, number> {
+    const out = new Map<string, number>();
+    const m = this.meta;
+    m?.label.forEach((l, i) => { if (l != null && m.split[i] !== 'test') out.set(l, (out.get(l) ?? 0) + 1); });
+    return out;
+  }
+
   /** Image ids a label would go to: the cluster's, or the selection's. */
   targetIds(): number[] {
     const m = this.meta;
@@ -126,6 +151,8 @@ export class State {
   suggestion(): string | null {
     const m = this.meta, i = this.current;
     if (!m || i < 0) return null;
+    const item = this.tab === 'next' ? this.nextItem() : null;
+    if (item?.prediction) return item.prediction;
     return this.reviewById.get(m.ids[i])?.consensus ?? m.predicted?.[i] ?? m.cluster_label?.[i] ?? null;
   }
 

@@ -77,4 +77,26 @@ table.t tr.cur { background: #ffe0b2; }
 .hint { font-size: 11px; color: #777; margin-top: 4px; }
 .update { font-size: 12px; background: #fff6d6; border: 1px solid #e8d48a; border-radius: 4px; padding: 6px; margin: 6px 0; }
 .update button { margin-top: 4px; display: block; }
+.typer { display: flex; gap: 6px; align-items: center; margin: 4px 0; }
+.typer input { width: 170px; }
+.item .reason, .next-cur .reason { color: #8a4b00; }
+.item .kind { font-size: 10px; margin-left: 6px; padding: 0 4px; border-radius: 3px; background: #e3f2fd; color: #0d47a1; }
+.item .kind.recheck { background: #fce4ec; color: #880e4f; }
+.next-cur { display: flex; gap: 8px; align-items: flex-start; border: 1px solid #ffcc80; border-radius: 5px; padding: 6px; margin: 6px 0; background: #fffdf7; }
+.next-cur img { width: 128px; height: 128px; object-fit: contain; background: #eee; flex: none; image-rendering: pixelated; }
+.acc { border: 1px solid #e0e0e0; border-radius: 5px; padding: 5px 6px; margin: 2px 0 6px; font-size: 12px; }
+.acc-plot { display: block; margin-top: 4px; font-size: 10px; fill: #666; }
+.acc-plot .grid-line { stroke: #eee; }
+.acc-plot .band { fill: #ffe0b2; stroke: none; }
+.acc-plot .line { fill: none; stroke-width: 1.6; }
+.acc-plot .line.pool, .acc-plot .dot.pool { stroke: #f57c00; }
+.acc-plot .line.all, .acc-plot .dot.all { stroke: #1565c0; }
+.acc-plot .dot { fill: #fff; stroke-width: 1.6; }
+.acc .sw.all { background: #1565c0; } .acc .sw.pool { background: #f57c00; }
+.bulk-back { position: fixed; inset: 0; background: rgba(0,0,0,.45); z-index: 30; display: flex; align-items: center; justify-content: center; outline: none; }
+.bulk { background: #fff; border-radius: 8px; padding: 12px 16px; width: min(860px, 80vw); max-height: 86vh; display: flex; flex-direction: column; gap: 8px; box-shadow: 0 4px 24px rgba(0,0,0,.5); }
+.bulk h3 { margin: 0; font-size: 15px; }
+.bulk-grid { overflow-y: auto; min-height: 80px; max-height: 60vh; border: 1px solid #eee; padding: 4px; }
+.bulk-grid img { width: 64px; height: 64px; cursor: default; }
+.bulk .row { display: flex; gap: 8px; align-items: center; }
 `;

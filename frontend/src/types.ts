@@ -160,6 +160,8 @@ export interface EmbedResult {
 export interface PipelineResult {
   network: string;
   steps: { embed?: EmbedResult } & Record<string, unknown>;
+  /** What the chain changed for the labels there are (e.g. predict skipped with no labels yet). */
+  notes?: string[];
 }
 
 /** The result of a `duplicates` job, and the /duplicates answer (with `run`). */
@@ -296,3 +298,44 @@ export interface DuplicatesAnswer extends DuplicatesResult { run: string }
 // -- /sprite_index ----------------------------------------------------------------------------------
 export interface SpritePage { page: number; first: number; count: number; columns: number; rows: number; width: number; height: number; ready: boolean }
 export interface SpriteIndex { tile: number; images: number; order: string; pages: SpritePage[] }
+
+// -- a `suggest` job's result (suggest.suggest_for_dataset) ---------------------------------------------
+/** One image to label or check next. `kind`, `prediction` and `confidence` come with newer servers. */
+export interface SuggestItem extends ImageEntry {
+  /** Why this image, in one line. */
+  reason: string;
+  score: number;
+  /** 'label': no label yet; 'check': a prediction to confirm; 'recheck': an expert label that may be wrong. */
+  kind?: 'label' | 'check' | 'recheck' | string;
+  prediction?: string | null;
+  confidence?: number | null;
+}
+export interface SuggestResult {
+  network: string;
+  /** Networks with features (the first gave them); `predictions`: those whose predictions were weighed. */
+  networks: string[];
+  predictions: string[];
+  mode: string;
+  why: string;
+  score: string;
+  asked: number;
+  shown: number;
+  labelled: number;
+  unlabelled: number;
+  seconds: number;
+  items: SuggestItem[];
+  notes: string[];
+}
+
+// -- /accuracy (estimate.answer): the estimated accuracy after each prediction ------------------------
+export interface AccuracyPoint {
+  /** Expert labels when the prediction ran. */
+  labels: number;
+  /** Estimated accuracy of the predictions on the unlabelled images, with its interval. */
+  accuracy: number;
+  low: number;
+  high: number;
+  /** Estimated share of all images whose final label is right. */
+  overall: number;
+}
+export interface AccuracyAnswer { network: string; points: AccuracyPoint[]; method: string }

@@ -1,5 +1,5 @@
 // The clusters tab: each cluster's size, majority label and purity; a click selects the cluster so
-// that one key labels all of it.
+// that one key (or a typed class) labels all of it, after a look at its images.
 import { getClusters } from '../api';
 import { errorText, h } from '../dom';
 import type { App } from '../index';
@@ -28,7 +28,7 @@ export class ClustersPanel {
       h('td', { text: c.needs_label ? 'needs a label' : c.label ?? '', class: c.needs_label ? 'err' : '' }),
       h('td', { text: c.needs_label ? '' : (c.purity * 100).toFixed(0) + '%' }), h('td', { text: String(c.n_labelled) })));
     const needing = answer.clusters.filter((c) => c.needs_label).length;
-    pane.replaceChildren(h('div', { class: 'muted', text: `${answer.clusters.length} clusters; ${needing} need a label. Click one, then label it (keys 1–9).` }),
+    pane.replaceChildren(h('div', { class: 'muted', text: `${answer.clusters.length} clusters; ${needing} need a label. Click one, then type its class (or 1–9): you see its images before the label is applied.` }),
       h('table', { class: 't' }, h('tr', {}, ...['cluster', 'size', 'majority', 'purity', 'labelled'].map((x) => h('th', { text: x }))), ...rows));
   }
 }
