@@ -17,7 +17,7 @@ route           parameters                               answer
 /index.js       -                                        the panel's module (exports ``render()``)
 /runs           -                                        runs, counts, active jobs, worker; ``onboarding``
 /summary        run                                      counts, unreadable files with reasons, duplicates
-/networks       [run]                                    networks, availability; ``cached`` images with features
+/networks       [run]                                    networks: sizes, weights, availability, images/s here; ``cached`` images with features
 /kinds          -                                        job kinds (steps): typed parameters, needs, produces
 /jobs, /job     [run, limit, active] / run, id           jobs (state, stage, done/total, rate, eta, result)
 /metadata       run [network]                            per-image columns in id order (+ clusters, predictions)
@@ -267,9 +267,8 @@ class NipgboardPlugin(base_plugin.TBPlugin):
         from . import backbones, features
 
         counts = features.cached_per_network(self._run(params).dir) if "run" in params else None
-        out = []
-        for b in backbones.all_backbones():
-            d = b.describe()
+        out, nets = [], backbones.all_backbones()
+        for b, d in zip(nets, backbones.describe_all(nets)):
             if counts is not None:
                 try:
                     d["cached"] = counts.get(b.cache_key(), 0)

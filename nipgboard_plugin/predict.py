@@ -328,8 +328,12 @@ def predict_dataset(logdir, network_id, method="auto", k=10, C=10.0, random_stat
     """Predict a label for every image of the dataset from one network's features; store and summarise."""
     from . import graph, results
 
+    if method == "zeroshot":  # class names alone, no labelled image needed: see zeroshot.py
+        from .zeroshot import predict_zeroshot
+
+        return predict_zeroshot(logdir, network_id)
     if method not in METHODS:
-        raise UserError(f"--method must be one of {', '.join(METHODS)}")
+        raise UserError(f"--method must be one of {', '.join(METHODS)}, zeroshot")
     inp = inputs if inputs is not None else results.load_inputs(logdir, network_id, features=method != "cluster")
     classes = [str(c) for c in inp.classes()]
     if len(classes) == 0:
