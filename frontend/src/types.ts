@@ -61,6 +61,10 @@ export interface Network {
   message: string | null;
   /** Images of this run with cached features (with `run` only; null when the network cannot say). */
   cached?: number | null;
+  /** Images/s measured on the server's machine per device ('cpu', 'cuda'); {} before an embed measured it. */
+  speed?: Record<string, number>;
+  /** Family-specific facts, e.g. transformers: repo, location of the weights, zero_shot (has a text tower). */
+  extra?: { repo?: string; location?: string | null; zero_shot?: boolean };
 }
 export interface NetworksAnswer { networks: Network[] }
 

@@ -40,6 +40,7 @@ export class NetworksPanel {
     const show = h('button', { text: 'Show', title: 'Show this network\'s view', onClick: () => this.app.centre.loadView(id) });
     const info = h('span', { class: 'prog', text: n.cached ? `${n.cached} cached` : `${n.feature_dim}-d` });
     card.append(h('div', { class: 'row' }, btn, info, show));
+    card.append(h('div', { class: 'hint', text: spec(n), title: n.weights, style: 'word-break: break-word' }));
     if (!n.available) card.append(h('div', { class: 'why', text: n.message || 'not available here' }));
     if (job) {
       card.append(h('div', { class: 'bar' }, h('div', { style: `width:${Math.round((job.fraction ?? 0) * 100)}%` })));
@@ -58,4 +59,12 @@ export class NetworksPanel {
   }
 
   updateCards() { for (const n of this.app.state.networks) this.updateCard(n.id); }
+}
+
+/** '224×224 px → 384-d · 85 img/s (cpu) · weights: …': what the server's `networks` lists, on one line. */
+export function spec(n: Network): string {
+  const speed = Object.entries(n.speed ?? {}).map(([dev, v]) => `${v >= 10 ? Math.round(v) : v.toFixed(1)} img/s (${dev})`);
+  return [`${n.input_size[0]}×${n.input_size[1]} px → ${n.feature_dim}-d`,
+    speed.length ? speed.join(', ') : 'speed not measured here yet',
+    n.extra?.zero_shot ? 'zero-shot' : null, `weights: ${n.weights}`].filter(Boolean).join(' · ');
 }
