@@ -8,6 +8,9 @@ corrupt entry, and the next run extracts only what is missing.
 
 ``device`` ('auto', 'cpu', 'cuda') picks where ONNX Runtime runs; the result says which one ran.
 The cache key does not depend on it: features agree across devices within float tolerance.
+
+``ray`` (an address) runs the extraction on a Ray cluster instead (:mod:`.ray_extract`): the same
+decoding, the same cache and keys, this process the one writer. ``result["where"]`` says which ran.
 """
 import queue
 import threading
@@ -44,6 +47,7 @@ class Progress:
     done: int
     total: int
     seconds: float
+    where: str = ""   # 'local, cpu' or 'Ray at HOST:PORT with 2 workers, cpu'
 
     @property
     def rate(self) -> float:
@@ -55,7 +59,7 @@ class Progress:
 
 
 def embed(logdir, network_id, batch_size=32, progress=None, should_stop=None, decode_threads=2,
-          device="auto"):
+          device="auto", ray=None, ray_workers=0):
     """Extract and cache features of every image of the dataset that has none for this network yet.
 
     ``progress(Progress)`` is called after every batch; ``should_stop()`` returning True stops after
@@ -64,9 +68,15 @@ def embed(logdir, network_id, batch_size=32, progress=None, should_stop=None, de
     where ('cpu' or 'cuda'; None for engines that do not report it, e.g. Keras), ``providers``
     ONNX Runtime's providers, ``device_note`` why, and ``device_fallback`` is True when CUDA was
     tried and failed to load (so the CPU ran).
+
+    ``ray``: None, '' or 'off' extract here; 'local' (a Ray started on this machine), 'auto' (the
+    cluster this machine joined), 'HOST:PORT' or 'ray://HOST:PORT' extract on that Ray cluster with
+    ``ray_workers`` inference actors (0: one per node). ``where`` says which ran ('local' or 'Ray at
+    ADDRESS with N workers') and ``ray`` holds the cluster's figures (None when local).
     """
     if device not in DEVICES:
         raise InvalidParameter(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+    on_ray = bool(ray) and ray.strip().lower() not in RAY_OFF
     started = time.time()
     backbone = resolve_backbone(network_id)
     key = backbone.cache_key()
@@ -85,14 +95,39 @@ def embed(logdir, network_id, batch_size=32, progress=None, should_stop=None, de
                   "cached_before": len(rows) - len(todo), "extracted": 0, "failed": [], "engine": None,
                   "requested_device": device, "device": None, "providers": [], "device_note": "",
                   "device_fallback": False,
-                  "stopped": False}
-        if todo:
+                  "stopped": False, "where": "local", "ray": None}
+        if todo and on_ray:
+            from .ray_extract import extract_on_ray
+
+            extract_on_ray(backbone, key, root, todo, cache, batch_size, progress, should_stop, result, device,
+                           ray.strip(), ray_workers)
+        elif todo:
             _extract(backbone, key, root, todo, cache, batch_size, progress, should_stop, decode_threads, result,
                      device)
         result["seconds"] = round(time.time() - started, 3)
         return result
     finally:
         cache.close()
+
+
+RAY_OFF = ("", "off", "none", "no")
+
+
+def decode_image(prep, root, rel, draft=None):
+    """(uint8 pixels at the network's input size, None) or (None, the reason it cannot be read).
+    The one decoding of an image for extraction, here and on Ray's workers alike."""
+    try:
+        return prep.resize(imaging.load_rgb(root / rel, draft_size=draft)), None
+    except imaging.UnreadableImage as exc:
+        return None, f"{rel}: {exc}"
+    except Exception as exc:  # a job must survive any one bad file
+        return None, f"{rel}: {type(exc).__name__}: {exc}"
+
+
+def draft_size(prep):
+    """JPEG may decode at a reduced DCT scale, never below the input size."""
+    h, w = prep.size
+    return (w, h)
 
 
 # Engines stay loaded for the life of the process (the plugin's worker embeds many times).
@@ -121,17 +156,12 @@ def _extract(backbone, key, root, todo, cache, batch_size, progress, should_stop
     result["device_note"] = getattr(engine, "device_note", "")
     result["device_fallback"] = bool(getattr(engine, "device_fallback", False))
     prep = backbone.preprocess
-    h, w = prep.size
-    draft = (w, h)  # JPEG may decode at a reduced DCT scale, never below the input size
+    draft = draft_size(prep)
+    where = f"local, {result['device']}" if result["device"] else "local"
 
     def decode(item):
         sha, rel = item
-        try:
-            return sha, prep.resize(imaging.load_rgb(root / rel, draft_size=draft)), None
-        except imaging.UnreadableImage as exc:
-            return sha, None, f"{rel}: {exc}"
-        except Exception as exc:  # a job must survive any one bad file
-            return sha, None, f"{rel}: {type(exc).__name__}: {exc}"
+        return (sha, *decode_image(prep, root, rel, draft))
 
     batches = queue.Queue(maxsize=3)
     stop = threading.Event()
@@ -165,7 +195,7 @@ def _extract(backbone, key, root, todo, cache, batch_size, progress, should_stop
             result["extracted"] += len(good)
             result["failed"].extend(err for _, err in failed)
             if progress:
-                progress(Progress(done, len(todo), time.time() - t0))
+                progress(Progress(done, len(todo), time.time() - t0, where))
             if should_stop and should_stop():
                 result["stopped"] = True
                 break

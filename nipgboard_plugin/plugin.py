@@ -57,6 +57,7 @@ from .errors import InvalidParameter, NotFound, Unavailable, UserError
 from .labels import clean_label
 from .params import Param, check_keys, check_network
 from .run import Run
+from .steps.embed import RAY_ENV
 from .runs import RunIndex
 from .web import LABELS_MAX_BODY, binary_response, json_response, route
 
@@ -108,6 +109,10 @@ class NipgboardLoader(base_plugin.TBLoader):
             "--nipgboard_roots", default=None, metavar="DIRS",
             help="NIPGBoard: folders (separated by ':') whose images and label files may be added from the "
                  "browser, besides the logdir. Nothing outside them is read on a browser's request.")
+        parser.add_argument(
+            "--nipgboard_ray", default=None, metavar="ADDRESS",
+            help="NIPGBoard: extract features of embed jobs on this Ray cluster (HOST:PORT of its head node, "
+                 "ray://HOST:10001, auto, or local); the same as setting NIPGBOARD_RAY.")
 
     def load(self, context):
         return NipgboardPlugin(context)
@@ -126,6 +131,8 @@ class NipgboardPlugin(base_plugin.TBPlugin):
             web.redact_paths_under(logdir)
         self.allowed_roots = self._allowed_roots(logdir, getattr(flags, "nipgboard_roots", None))
         web.redact_paths_in_roots(self.allowed_roots)
+        if getattr(flags, "nipgboard_ray", None):  # the job worker inherits it: embed jobs extract on Ray
+            os.environ[RAY_ENV] = flags.nipgboard_ray
         self.jobs = jobs.JobManager(self.runs)
         self.jobs.start()  # re-queues interrupted jobs and, with datasets present, starts (and warms) the worker
         # Import what the neighbour and network routes need (scikit-learn, the network registry) now,
