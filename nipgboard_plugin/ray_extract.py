@@ -21,6 +21,7 @@ import os
 import socket
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -207,7 +208,7 @@ def extract_on_ray(backbone, key, root, todo, cache, batch_size, progress, shoul
     if device == "cuda" and n_gpus < 1:
         raise DeviceUnavailable("device cuda: the Ray cluster has no GPU; use device cpu or auto")
     use_gpu = device == "cuda" or (device == "auto" and n_gpus >= 1)
-    workers = int(workers) or max(1, int(n_gpus) if use_gpu else n_nodes)
+    workers = min(int(workers) or max(1, int(n_gpus) if use_gpu else n_nodes), _blocks(len(todo), batch_size))
     per_node = math.ceil(workers / max(1, n_nodes))
     model_ref = ray.put(Path(model_path).read_bytes())
     where = f"Ray at {describe_address(ray, address)} with {workers} worker{'s' if workers != 1 else ''}"
@@ -288,17 +289,24 @@ def _dataset(ray, root, todo, batch_size, prep, model_ref, device, workers, per_
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.execution_options.preserve_order = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its progress lines would mix with ours
     items = [{"index": i, "path": rel} for i, (_sha, rel) in enumerate(todo)]
-    blocks = max(1, math.ceil(len(items) / (batch_size * BLOCK_BATCHES)))
-    ds = ray.data.from_items(items, override_num_blocks=blocks)
+    ds = ray.data.from_items(items, override_num_blocks=_blocks(len(items), batch_size))
     ds = ds.map_batches(_decode_task, fn_kwargs={"root": str(root), "prep": prep}, batch_size=batch_size,
                         batch_format="numpy", num_cpus=DECODE_CPUS)
-    return ds.map_batches(
-        Infer, fn_constructor_kwargs={"model": [model_ref], "prep": prep, "device": device,
-                                      "workers_per_node": per_node, "use_gpu": use_gpu},
-        batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
-        num_cpus=ACTOR_CPUS, num_gpus=1 if use_gpu else 0,
-        max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)
+    with warnings.catch_warnings():
+        # Ray Data still takes an actor's retry settings as keyword arguments, and warns that it will not.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return ds.map_batches(
+            Infer, fn_constructor_kwargs={"model": [model_ref], "prep": prep, "device": device,
+                                          "workers_per_node": per_node, "use_gpu": use_gpu},
+            batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=ACTOR_CPUS, num_gpus=1 if use_gpu else 0,
+            max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)
+
+
+def _blocks(n, batch_size):
+    return max(1, math.ceil(n / (batch_size * BLOCK_BATCHES)))
 
 
 def _decode_task(batch, root, prep):
