@@ -15,6 +15,7 @@ import pytest
 
 DINO_REPO = "facebook/dinov2-small"
 CLIP_REPO = "openai/clip-vit-base-patch32"
+SIGLIP_REPO = "google/siglip-base-patch16-224"
 CHARS = string.ascii_lowercase + string.digits + ".,'-!? "
 
 
@@ -28,10 +29,14 @@ def _processor(folder, size, mean, std, crop=True):
 
 
 def make_models(root):
-    """{'dino': folder, 'clip': folder} of tiny random checkpoints under ``root``."""
+    """{'dino': folder, 'clip': folder, 'siglip': folder} of tiny random checkpoints under ``root``.
+
+    SigLIP's own tokenizer needs sentencepiece; its folder holds the tiny CLIP tokenizer instead, which
+    serves the plumbing alike."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, Dinov2Config, Dinov2Model
+    from transformers import (CLIPConfig, CLIPModel, CLIPTokenizer, Dinov2Config, Dinov2Model, SiglipConfig,
+                              SiglipModel)
 
     root = Path(root)
     torch.manual_seed(0)
@@ -56,7 +61,15 @@ def make_models(root):
     CLIPModel(cfg).eval().save_pretrained(clip)
     tok.save_pretrained(clip)
     _processor(clip, 32, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
-    return {"dino": dino, "clip": clip}
+    siglip = root / "siglip"
+    SiglipModel(SiglipConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=24, intermediate_size=37, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=64, pad_token_id=1, eos_token_id=1),
+        vision_config=dict(hidden_size=24, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=16))).eval().save_pretrained(siglip)
+    tok.save_pretrained(siglip)
+    _processor(siglip, 32, (0.5,) * 3, (0.5,) * 3, crop=False)
+    return {"dino": dino, "clip": clip, "siglip": siglip}
 
 
 def into_hub_cache(folder, cache_dir, repo, commit="0123456789abcdef0123456789abcdef01234567"):
@@ -84,13 +97,14 @@ def into_models_dir(folder, home, repo):
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory):
-    """A NIPGBOARD_HOME and a hub cache holding the tiny models: DINOv2 in the hub cache, CLIP in the
-    home's models folder (the two ways a user provides weights)."""
+    """A NIPGBOARD_HOME and a hub cache holding the tiny models: DINOv2 and SigLIP in the hub cache, CLIP
+    in the home's models folder (the two ways a user provides weights)."""
     root = tmp_path_factory.mktemp("hf")
     made = make_models(root / "src")
     dino = into_hub_cache(made["dino"], root / "hub", DINO_REPO)
     clip = into_models_dir(made["clip"], root / "home", CLIP_REPO)
-    return {"home": root / "home", "hub": root / "hub", "dino": dino, "clip": clip}
+    siglip = into_hub_cache(made["siglip"], root / "hub", SIGLIP_REPO)
+    return {"home": root / "home", "hub": root / "hub", "dino": dino, "clip": clip, "siglip": siglip}
 
 
 @pytest.fixture(scope="module")

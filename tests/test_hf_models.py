@@ -89,6 +89,28 @@ def test_clip_from_a_local_folder_gives_the_projected_image_embedding(hf_env):  
     assert check < 1e-4
 
 
+def test_siglip_gives_its_pooled_image_embedding_and_text_embeddings(hf_env):  # noqa: F811
+    import torch
+    from transformers import SiglipModel
+
+    b = backbones.get("siglip_b16")
+    assert b.info.feature_dim == 24 and b.info.input_size == (32, 32) and b.preprocess.mean == (0.5,) * 3
+    x = b.preprocess.normalise(_pixels(b, 3))
+    feats = b.engine().run(x)
+    model = SiglipModel.from_pretrained(str(hf_env["siglip"]), local_files_only=True).eval()
+    with torch.inference_mode():
+        ref = model.get_image_features(pixel_values=torch.from_numpy(x)).pooler_output.numpy()
+        # SigLIP reads the prompt padded to 64 tokens without an attention mask, as it was trained
+        ids = b.tokenizer()(["a photo of a cat."], padding="max_length", max_length=64, return_tensors="pt")
+        ref_text = model.get_text_features(input_ids=ids["input_ids"]).pooler_output
+    assert feats.shape == (3, 24) and np.abs(feats - ref).max() < 1e-4
+    text, scale, bias = b.text_features(["a photo of a cat.", "a photo of a dog."])
+    assert text.shape == (2, 24) and np.allclose(np.linalg.norm(text, axis=1), 1, atol=1e-5)
+    assert np.allclose(text[0], torch.nn.functional.normalize(ref_text, dim=-1)[0].numpy(), atol=1e-5)
+    assert scale == pytest.approx(float(model.logit_scale.detach().exp()))
+    assert bias == pytest.approx(float(model.logit_bias.detach()))
+
+
 def test_new_weights_give_a_new_cache_key(hf_env, tmp_path, monkeypatch):  # noqa: F811
     b = backbones.get("clip_vit_b32")
     before = b.cache_key()
