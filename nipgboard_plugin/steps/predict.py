@@ -45,7 +45,8 @@ STEP = register(Step(
     "predict", "a label, confidence and class probabilities for every image from the expert's labels",
     params=(NETWORK,
             Param("method", "choice", "auto", choices=METHODS,
-                  help="auto picks by cross-validation on the train images"),
+                  help="auto picks by cross-validation on the train images; zeroshot labels from class names alone "
+                       "with an image-text network (clip_vit_b32, siglip_b16)"),
             Param("k", "int", 10, 1, 200, flag="-k", help="neighbours (knn, spread)"),
             Param("C", "float", 10.0, 1e-4, 1e4, flag="-C", help="inverse regularisation of the logistic regression"),
             Param("spread", "bool", True, help="consider label spreading (with method auto)"),
