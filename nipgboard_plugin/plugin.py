@@ -24,6 +24,7 @@ route           parameters                               answer
 /points         run, network                             float32 coordinates in id order (NaN: not projected)
 /clusters       run, network                             cluster table, parameters, sizes
 /metrics        run + the evaluate step's                metrics table (train/test per network)
+/accuracy       run, network                             estimated accuracy after each prediction (when to stop)
 /review         run + the disagreements step's           the review queue, most doubtful first
 /label_history  run [id, limit]                          label changes, oldest first
 /export         run + the export step's                  the labels CSV
@@ -164,6 +165,7 @@ class NipgboardPlugin(base_plugin.TBPlugin):
             "/points": self._serve_points,
             "/clusters": self._serve_clusters,
             "/metrics": self._serve_metrics,
+            "/accuracy": self._serve_accuracy,
             "/review": self._serve_review,
             "/set_labels": self._set_labels,
             "/label_history": self._serve_label_history,
@@ -372,6 +374,12 @@ class NipgboardPlugin(base_plugin.TBPlugin):
         check_keys(params, {"run", "network"})
         run = self._run(params)
         return json_response(request, run.clusters(check_network(params.get("network"), runnable=False)))
+
+    @route()
+    def _serve_accuracy(self, request, params):
+        check_keys(params, {"run", "network"})
+        run = self._run(params)
+        return json_response(request, run.accuracy(check_network(params.get("network"), runnable=False)))
 
     @route()
     def _serve_metrics(self, request, params):

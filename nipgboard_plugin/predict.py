@@ -45,6 +45,7 @@ import time
 
 import numpy as np
 
+from . import estimate
 from .errors import MissingStep, UserError
 
 METHODS = ("auto", "cluster", "knn", "logreg", "ensemble", "spread", "all")
@@ -355,11 +356,12 @@ def predict_dataset(logdir, network_id, method="auto", k=10, C=10.0, random_stat
         ccls = cmeta["classes"]
         pred = np.array([index.get(ccls[p], -1) if p >= 0 else -1 for p in arrays["pred"][rows]], dtype=np.int64)
         proba = _cluster_proba(pred, arrays["confidence"][rows].astype(np.float64), len(classes))
-        chosen, vote = "cluster", proba
+        chosen, vote, accuracy = "cluster", proba, None
     else:
         proba, chosen, scores = predict_arrays(inp.X, y, inp.roles, len(classes), method=method, k=k, C=C,
                                                random_state=random_state, spread=spread, keep_oof=True)
         vote = committee_vote(inp.X, y, inp.roles, len(classes), proba, chosen, scores, C, random_state)
+        accuracy = _estimate(inp, y, proba, scores.get(chosen))
         scores = cv_accuracies(scores)
     seconds = time.perf_counter() - t0
     pred = proba.argmax(axis=1)
@@ -376,6 +378,8 @@ def predict_dataset(logdir, network_id, method="auto", k=10, C=10.0, random_stat
         "seconds": round(seconds, 3), "created_at": time.time(),
     }
     results.save_result(logdir, network_id, "predictions", arrays, meta)
+    if accuracy is not None:
+        estimate.record(logdir, network_id, accuracy, chosen)
     pool = inp.roles == "pool"
     counts = {c: int(((pred == i) & pool).sum()) for i, c in enumerate(classes)}
     return {
@@ -384,8 +388,18 @@ def predict_dataset(logdir, network_id, method="auto", k=10, C=10.0, random_stat
         "roles": {r: int((inp.roles == r).sum()) for r in ("train", "test", "pool")},
         "pool_predicted": counts,
         "low_confidence": int(((conf < 0.6) & pool).sum()),
-        "seconds": round(seconds, 3),
+        "estimate": accuracy, "seconds": round(seconds, 3),
     }
+
+
+def _estimate(inp, y, proba, scored):
+    """The estimated accuracy (see :mod:`.estimate`) from the chosen method's out-of-fold predictions."""
+    if scored is None:
+        return None
+    train = np.flatnonzero(inp.roles == "train")
+    oof = scored[1]
+    return estimate.estimate(oof, oof.argmax(axis=1) == y[train], proba[inp.roles == "pool"],
+                             len(inp.roles), int((inp.roles != "pool").sum()))
 
 
 def load_predictions(logdir, network_id):

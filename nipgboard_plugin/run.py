@@ -106,6 +106,12 @@ class Run:
         sizes = np.bincount(arrays["cluster"][arrays["cluster"] >= 0]) if len(arrays["cluster"]) else []
         return dict(meta, network=network, sizes=sizes)
 
+    def accuracy(self, network) -> dict:
+        """The estimated accuracy of the labels after each prediction (see :mod:`.estimate`)."""
+        from . import estimate
+
+        return dict(estimate.answer(self.dir, network), run=self.name)
+
     # -- features and neighbours ---------------------------------------------------------------------
     def features(self, network):
         """(ids, L2-normalised features), kept in memory while the cache holds the same vectors."""

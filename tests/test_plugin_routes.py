@@ -249,6 +249,19 @@ def test_predict_evaluate_disagreements(tb, predicted):
     assert written["rows"] == 48 and written["out"].startswith(str(tb.logdir))
 
 
+def test_accuracy_after_each_prediction_says_when_to_stop(tb, predicted):
+    """/accuracy: one point per prediction (what the panel plots), the same as the predict job's estimate."""
+    for net, done in predicted["predict"].items():
+        answer = tb.get_json("accuracy", run=RUN, network=net)
+        assert answer["points"], answer
+        last = answer["points"][-1]
+        assert last["labels"] == 24 and last["method"] == "knn"
+        assert {k: last[k] for k in done["result"]["estimate"]} == done["result"]["estimate"]
+        assert 0.0 <= last["low"] <= last["accuracy"] <= last["high"] <= 1.0
+        assert 0.5 <= last["overall_low"] <= last["overall"] <= last["overall_high"] <= 1.0
+    tb.get_json("accuracy", expect=404, run=RUN, network="no_such_network")
+
+
 def test_worker_warms_up_umap_then_a_grid_search_applies_a_projection(dataset, world, nipgboard_home, tmp_path):
     """As in real use (NIPGBOARD_WARMUP unset), the worker compiles UMAP in the background from its start;
     then the paper's path, a supervised UMAP chosen by a (tiny) grid search, and its clusters."""

@@ -38,6 +38,10 @@ def render(r):
     lines = [f"{r['network']}: method {r['method']} (asked: {r['requested']}; cross-validated accuracy: {cv})",
              "pool predictions: " + ", ".join(f"{k} {v}" for k, v in r["pool_predicted"].items()),
              f"{r['low_confidence']} pool images below 0.6 confidence; {r['seconds']}s"]
+    e = r.get("estimate")
+    if e:
+        lines.append(f"estimated accuracy on the unlabelled images {e['accuracy']:.3f} ({e['low']:.3f}-{e['high']:.3f}); "
+                     f"all images with a right label: about {e['overall']:.1%} ({e['labels']} expert labels)")
     return "\n".join(lines) + render_projector_note(r)
 
 
