@@ -38,6 +38,9 @@ CANDIDATES = 5             # uncertainty: the CANDIDATES * n least sure images a
 FULL_KMEANS_CELLS = 4e6    # points x groups up to which k-means runs in full (Lloyd), else mini-batch
 TOP_GROUPS = 100           # more groups than this are found in two levels
 TYPICAL = ("knn", "centroid")
+CHECK_CONFIDENCE = 0.5     # a suggested image predicted at least this sure is a 'check' (accept or fix)
+RECHECK_CONFIDENCE = 0.9   # an expert label the networks contradict at least this sure is worth a second look
+RECHECK_SHARE = 0.1        # at most this share of a round goes to second looks
 
 
 @dataclass
@@ -51,6 +54,9 @@ class Suggestion:
     score_name: str
     seconds: float = 0.0
     notes: list = field(default_factory=list)
+    kinds: list = field(default_factory=list)        # per row: 'label', 'check' or 'recheck'
+    predictions: list = field(default_factory=list)  # per row: the networks' label (None in a cold start)
+    confidences: list = field(default_factory=list)  # per row: its mean probability (None in a cold start)
 
 
 def reduce(X, dims=PCA_DIMS, random_state=0):
@@ -278,13 +284,37 @@ def suggest(X, n, labels=None, probas=None, classes=None, networks=None, random_
         Z = reduce(X, random_state=random_state)
     if mode == COLD:
         rows, reasons, scores = cold_start(Z, n, labelled, random_state, typical)
-        name = "typicality"
-    else:
-        rows, reasons, scores = uncertainty(Z, n, labelled, probas, list(classes), networks, random_state,
-                                            candidates)
-        name = "margin"
-    return Suggestion(rows, reasons, np.asarray(scores, dtype=np.float64), mode, name,
-                      time.perf_counter() - started, notes)
+        return Suggestion(rows, reasons, np.asarray(scores, dtype=np.float64), mode, "typicality",
+                          time.perf_counter() - started, notes, ["label"] * len(rows), [None] * len(rows),
+                          [None] * len(rows))
+    classes = list(classes)
+    mean = np.mean([np.asarray(p, dtype=np.float64) for p in probas], axis=0)
+    recheck, recheck_reasons = second_looks(labels, mean, classes, int(RECHECK_SHARE * n))
+    rows, reasons, scores = uncertainty(Z, n - len(recheck), labelled, probas, classes, networks, random_state,
+                                        candidates)
+    top = mean.argmax(axis=1)
+    kinds = ["check" if mean[r, top[r]] >= CHECK_CONFIDENCE else "label" for r in rows] + ["recheck"] * len(recheck)
+    rows = np.concatenate([rows, recheck]).astype(np.int64)
+    scores = np.concatenate([scores, 1.0 - mean[recheck, top[recheck]]])
+    return Suggestion(rows, reasons + recheck_reasons, scores, mode, "margin", time.perf_counter() - started,
+                      notes, kinds, [classes[top[r]] for r in rows], [float(mean[r, top[r]]) for r in rows])
+
+
+def second_looks(labels, mean, classes, limit):
+    """Labelled rows whose label the networks contradict at least RECHECK_CONFIDENCE sure, surest first.
+
+    The probabilities of labelled (train) images are out-of-fold (:mod:`.predict`), so a network that
+    contradicts a label has not learnt that label from itself.
+    """
+    if limit <= 0:
+        return np.zeros(0, np.int64), []
+    col = {c: i for i, c in enumerate(classes)}
+    top = mean.argmax(axis=1)
+    rows = [r for r, v in enumerate(labels) if v is not None and v in col and top[r] != col[v]
+            and mean[r, top[r]] >= RECHECK_CONFIDENCE]
+    rows = sorted(rows, key=lambda r: (-mean[r, top[r]], r))[:limit]
+    return np.array(rows, dtype=np.int64), [
+        f"second look: labelled {labels[r]}, the networks say {classes[top[r]]} {mean[r, top[r]]:.2f}" for r in rows]
 
 
 # -- on a dataset ----------------------------------------------------------------------------------------
@@ -366,7 +396,10 @@ def suggest_for_dataset(run_dir, networks=None, n=50, random_state=0, typical="k
     chosen = [int(ids[r]) for r in s.rows]
     run = Run(run_dir)
     with Store(run_dir) as store:
-        items = run.entries(store, chosen, reason=s.reasons, score=[round(float(v), 5) for v in s.scores])
+        items = run.entries(store, chosen, reason=s.reasons, score=[round(float(v), 5) for v in s.scores],
+                            kind=s.kinds, prediction=s.predictions,
+                            confidence=[None if c is None else round(c, 4) for c in s.confidences],
+                            label=[labels[r] for r in s.rows])
     n_labelled = sum(v is not None for v in labels)
     return {"network": networks[0], "networks": networks, "predictions": predicted, "mode": s.mode,
             "why": s.notes[0].split(": ", 1)[1], "score": s.score_name, "asked": int(n), "shown": len(items),

@@ -68,6 +68,10 @@ def test_with_labels_and_predictions_the_least_sure_come_first_and_labelled_neve
     chosen = [it["id"] for it in r["items"]]
     assert len(chosen) == 10 == len(set(chosen)) and not set(chosen) & labelled
     assert all(it["reason"].startswith(("least sure: ", "networks disagree: ")) for it in r["items"])
+    # one queue: each item says what the expert does with it (choose a class, or accept/fix a prediction)
+    for it in r["items"]:
+        assert it["kind"] == ("check" if it["confidence"] >= S.CHECK_CONFIDENCE else "label"), it
+        assert it["prediction"] in ("digit0", "digit1", "digit4", "digit7") and it["label"] is None
     # Their margins (between the networks' two likeliest classes) lie below the unlabelled median.
     probas, ids = [], None
     for net in NETS:
@@ -144,3 +148,26 @@ def test_the_engine_explains_disagreements_and_short_rounds():
     s = S.suggest(X, 500, labels=labels)
     assert s.mode == "cold start" and sorted(s.rows.tolist()) == [i for i in range(300) if labels[i] is None]
     assert len(S.suggest(X, 5, labels=["x"] * 300).rows) == 0
+
+
+def test_a_round_spends_a_few_looks_on_expert_labels_the_networks_contradict():
+    """Second looks: labelled rows whose out-of-fold prediction says another class, at most a tenth of a round."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(400, 16)).astype(np.float32)
+    labels = [None] * 400
+    for i in range(0, 400, 4):
+        labels[i] = "a" if i % 8 else "b"
+    P = np.tile([0.3, 0.7], (400, 1))
+    P[np.array([v == "a" for v in labels])] = [0.8, 0.2]
+    P[8], P[16], P[24] = [0.04, 0.96], [0.08, 0.92], [0.3, 0.7]   # labelled b, but 'a' is not said ...
+    P[4], P[12] = [0.05, 0.95], [0.08, 0.92]                      # labelled a, the network says b: contradicted
+    s = S.suggest(X, 20, labels=labels, probas=[P], classes=["a", "b"], networks=["n1"])
+    kinds = dict(zip(s.rows.tolist(), s.kinds))
+    assert [r for r, k in kinds.items() if k == "recheck"] == [4, 12] and len(s.rows) == 20
+    reason = dict(zip(s.rows.tolist(), s.reasons))
+    assert reason[4] == "second look: labelled a, the networks say b 0.95"
+    assert all(labels[r] is None for r, k in kinds.items() if k != "recheck")
+    assert all(p == "b" and c == pytest.approx(0.7) for r, p, c in zip(s.rows, s.predictions, s.confidences)
+               if kinds[int(r)] != "recheck")
+    # a round of 5 has no room for second looks
+    assert "recheck" not in S.suggest(X, 5, labels=labels, probas=[P], classes=["a", "b"]).kinds
