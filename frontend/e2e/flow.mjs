@@ -8,7 +8,8 @@
 //     pipeline finishes with the tab closed, and a new tab shows its points coloured and its clusters.
 //  3. The 3-D view: colour by cluster, hover, box selection; the clusters, similar and near-duplicates tabs.
 //  4. The review queue: keyboard labelling, undo, "Update predictions", the automatic update.
-//  5. Undo of a relabel and of a bulk (cluster) label gives every earlier label back on the server.
+//  5. Undo of a relabel and of a bulk (cluster) label, applied after a look at its images, gives every
+//     earlier label back on the server.
 //  6. A job that failed (started by a script) is explained on its network's card after a reload;
 //     labels and the chosen colouring survive the reload.
 //  7. A pipeline the server refuses (an option out of range) says why on the card.
@@ -346,6 +347,10 @@ try {
   const members = await frame.evaluate(() => window.nipgboard.state.targetIds());
   check(members.length === big.size && /^Cluster \d+ \(\d+ images\)/.test(await frame.locator('#nb-labelbar').textContent()), `the label bar targets cluster ${big.cluster} (${members.length} images)`);
   await page.keyboard.press('1');
+  // A label for many images shows them first; Enter applies it.
+  await frame.locator('#nb-bulk-apply').waitFor({ timeout: 10000 });
+  check(await frame.locator('#nb-bulk .grid img').count() === Math.min(members.length, 240), `the cluster's ${members.length} images are shown before the label is applied`);
+  await page.keyboard.press('Enter');
   const changed = members.filter((id) => before.get(id) !== classes[0]).length;
   await labelsAre(frame, run, members.map((id) => [id, classes[0]]), `key 1 labels the whole cluster ${classes[0]} (${changed} labels change)`);
   check(changed > 0, 'the cluster held other labels before');

@@ -33,6 +33,8 @@ export class Notices {
   toast(text: string, ms = 2500) {
     const t = h('div', { class: 'toast', text });
     this.toasts.append(t);
+    // The latest few only: a fast run of labels must not pile notes over the view.
+    while (this.toasts.childElementCount > 3) this.toasts.firstElementChild!.remove();
     setTimeout(() => t.remove(), ms);
   }
 

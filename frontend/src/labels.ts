@@ -72,6 +72,8 @@ export class Labels {
 
   private inputKey(e: KeyboardEvent) {
     const text = this.input.value.trim();
+    // Keys the field handles stop here: the page's own keys (Enter applies a look-first label) must not see them again.
+    if (['Enter', 'Escape', 'ArrowDown', 'ArrowUp'].includes(e.key) || (!text && /^[1-9]$/.test(e.key))) e.stopPropagation();
     if (e.key === 'Enter') {
       e.preventDefault();
       if (!text) { this.accept(); return; }

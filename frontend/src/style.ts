@@ -77,6 +77,9 @@ table.t tr.cur { background: #ffe0b2; }
 .hint { font-size: 11px; color: #777; margin-top: 4px; }
 .update { font-size: 12px; background: #fff6d6; border: 1px solid #e8d48a; border-radius: 4px; padding: 6px; margin: 6px 0; }
 .update button { margin-top: 4px; display: block; }
+.next-head { position: sticky; top: 0; z-index: 1; background: #fff; padding-bottom: 2px; }
+.next-head .update { margin-top: 0; }
+.acc-words { margin-top: 4px; font-weight: 500; color: #1a3e6e; }
 .typer { display: flex; gap: 6px; align-items: center; margin: 4px 0; }
 .typer input { width: 170px; }
 .item .reason, .next-cur .reason { color: #8a4b00; }

@@ -31,7 +31,9 @@ export function words(points: AccuracyPoint[]): string {
 }
 
 export class AccuracyPlot {
+  /** The plot; `words` the latest estimate in a line (shown apart, where it stays in sight). */
   el = h('div', { class: 'acc', id: 'nb-accuracy' });
+  words = h('div', { class: 'acc-words', id: 'nb-accuracy-words' });
   private loaded = '';
 
   constructor(private app: App) {}
@@ -45,7 +47,8 @@ export class AccuracyPlot {
     let a: AccuracyAnswer | null = null;
     try { a = await getAccuracy(state.run, state.network); } catch (e) {
       if (!(e instanceof ApiError && (e.status === 404 || e.status === 409))) {
-        this.el.replaceChildren(h('div', { class: 'muted', text: 'Accuracy not read: ' + errorText(e) }));
+        this.words.textContent = 'Accuracy not read: ' + errorText(e);
+        this.el.replaceChildren();
         return;
       }
     }
@@ -56,9 +59,13 @@ export class AccuracyPlot {
   draw(a: AccuracyAnswer | null) {
     const points = (a?.points ?? []).slice().sort((x, y) => x.labels - y.labels);
     if (!points.length) {
-      this.el.replaceChildren(h('div', { class: 'muted', id: 'nb-accuracy-words', text: 'Predict to see how accurate the labels are.' }));
+      this.words.textContent = 'Predict to see how accurate the labels are.';
+      this.el.replaceChildren();
+      this.el.style.display = 'none';
       return;
     }
+    this.el.style.display = '';
+    this.words.textContent = words(points);
     const x0 = points[0].labels, x1 = points[points.length - 1].labels;
     const lo = Math.max(0, Math.floor(Math.min(...points.map((p) => Math.min(p.low, p.overall))) * 10) / 10);
     const X = (v: number) => x1 === x0 ? (L + W - R) / 2 : L + ((v - x0) / (x1 - x0)) * (W - L - R);
@@ -81,7 +88,7 @@ export class AccuracyPlot {
       }
     }
     this.el.replaceChildren(
-      h('div', { id: 'nb-accuracy-words', text: words(points) }), plot,
+      h('div', { class: 'muted', text: 'Estimated accuracy against labels given' }), plot,
       h('div', { class: 'hint' }, h('span', { class: 'sw all' }), ' all images right ', h('span', { class: 'sw pool' }),
         ' predictions on the unlabelled (band: likely range)'),
       ...(a?.method ? [h('div', { class: 'hint', text: a.method })] : []));

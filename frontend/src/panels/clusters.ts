@@ -10,13 +10,28 @@ export class ClustersPanel {
 
   constructor(private app: App) {}
 
+  /** A cluster's labels as they are now (the stored table counts those of its last clustering):
+   * majority class, its share of the labelled images (not of the test split), how many are labelled. */
+  private live(cluster: number) {
+    const m = this.app.state.meta;
+    const counts = new Map<string, number>();
+    let n = 0;
+    m?.cluster?.forEach((c, i) => {
+      const l = m.label[i];
+      if (c === cluster && l != null && m.split[i] !== 'test') { counts.set(l, (counts.get(l) ?? 0) + 1); n++; }
+    });
+    const top = [...counts].sort((a, b) => b[1] - a[1])[0];
+    return { label: top?.[0] ?? null, needs_label: !n, purity: n ? top[1] / n : 0, n_labelled: n };
+  }
+
   async render(pane: HTMLElement) {
     const { state } = this.app;
     let answer: ClustersAnswer;
     try { answer = await getClusters(state.run, state.network); } catch (e) { pane.replaceChildren(h('p', { class: 'muted', text: errorText(e) })); return; }
     this.answer = answer;
     const t = state.target;
-    const rows = answer.clusters.map((c) => h('tr', {
+    const clusters = answer.clusters.map((c) => ({ ...c, ...this.live(c.cluster) }));
+    const rows = clusters.map((c) => h('tr', {
       class: 'click' + (t.kind === 'cluster' && t.cluster === c.cluster ? ' cur' : ''), 'data-cluster': c.cluster,
       onClick: () => {
         this.app.centre.select(state.clusterIndices(c.cluster), false);
@@ -27,8 +42,8 @@ export class ClustersPanel {
     }, h('td', { text: String(c.cluster) }), h('td', { text: String(c.size) }),
       h('td', { text: c.needs_label ? 'needs a label' : c.label ?? '', class: c.needs_label ? 'err' : '' }),
       h('td', { text: c.needs_label ? '' : (c.purity * 100).toFixed(0) + '%' }), h('td', { text: String(c.n_labelled) })));
-    const needing = answer.clusters.filter((c) => c.needs_label).length;
-    pane.replaceChildren(h('div', { class: 'muted', text: `${answer.clusters.length} clusters; ${needing} need a label. Click one, then type its class (or 1–9): you see its images before the label is applied.` }),
+    const needing = clusters.filter((c) => c.needs_label).length;
+    pane.replaceChildren(h('div', { class: 'muted', text: `${clusters.length} clusters; ${needing} need a label. Click one, then type its class (or 1–9): you see its images before the label is applied.` }),
       h('table', { class: 't' }, h('tr', {}, ...['cluster', 'size', 'majority', 'purity', 'labelled'].map((x) => h('th', { text: x }))), ...rows));
   }
 }

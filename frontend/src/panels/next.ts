@@ -52,10 +52,13 @@ export class NextPanel {
         title: 'Predict again with every label given so far, then choose the next images to look at',
         onClick: () => this.round(),
       }));
-    const head: (HTMLElement | null)[] = [this.accuracy.el, this.line,
-      state.nextNote ? h('div', { class: 'hint', id: 'nb-next-note', text: state.nextNote }) : null];
-    if (!r) { pane.replaceChildren(...head.filter((x): x is HTMLElement => !!x)); return; }
+    this.line.append(this.accuracy.words);
+    // What the round is doing and the current image stay in sight while the list scrolls.
+    const head = h('div', { class: 'next-head' }, this.line);
+    const note = state.nextNote ? h('div', { class: 'hint', id: 'nb-next-note', text: state.nextNote }) : null;
+    if (!r) { pane.replaceChildren(head, ...(note ? [note] : []), this.accuracy.el); return; }
     const run = state.run, cur = state.nextItem();
+    if (cur) head.append(this.shown(cur));
     const items = r.items.map((it, k) => {
       const i = state.idIndex.get(it.id);
       const label = i === undefined ? null : m.label[i];
@@ -66,12 +69,12 @@ export class NextPanel {
         onClick: () => { state.nextPos = k; if (i !== undefined) this.app.centre.setCurrent(i, true); this.renderList(); },
       }, h('img', { src: url('thumbnail', { run, id: it.id, size: 64 }), loading: 'lazy' }),
         h('div', { class: 'meta' },
-          h('div', {}, h('b', { text: label != null ? `✓ ${label}` : pred || '?' }),
+          h('div', {}, h('b', { text: label != null ? `✓ ${label}` : pred || 'no label yet' }),
             it.kind ? h('span', { class: 'kind ' + it.kind, text: KIND_TEXT[it.kind] ?? it.kind }) : null),
           h('div', { class: 'reason', text: it.reason }),
           h('div', { class: 'muted', text: it.path })));
     });
-    pane.replaceChildren(...head.filter((x): x is HTMLElement => !!x), ...(cur ? [this.shown(cur)] : []),
+    pane.replaceChildren(head, ...(note ? [note] : []), this.accuracy.el,
       h('div', { class: 'muted', text: `${r.items.length} images · ${r.mode}: ${r.why}` }), ...items);
     pane.querySelector('.item.cur')?.scrollIntoView({ block: 'nearest' });
   }

@@ -1,0 +1,55 @@
+"""The panel from a folder with no labels to labelled and exported: real TensorBoard, real images,
+headless Chromium (``frontend/e2e/coldstart.mjs``, whose header lists what it covers: the pipeline
+from zero labels, the Next queue labelled by keyboard with classes made by typing, rounds of
+predictions, bulk labels after a look, the accuracy plot, the export).
+
+Screenshots land in ``test-artifacts/e2e/cs-*.png``.
+"""
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from images import shape_image
+from plugin_server import TensorBoardServer
+from test_e2e import CHROMIUM, FRONTEND, ROOT, require_browser
+
+# Three classes a pretrained network tells apart at a glance: a shape and a colour each.
+CLASSES = {"circle": (220, 60, 50), "square": (60, 110, 230), "triangle": (70, 190, 80)}
+PER_CLASS = 30
+
+
+def write_images(folder):
+    """PER_CLASS images of each class in one flat folder; only the file names say the class."""
+    folder.mkdir(parents=True)
+    for ci, (shape, colour) in enumerate(CLASSES.items()):
+        for i in range(PER_CLASS):
+            jitter = tuple(max(0, min(255, c + (7 * i) % 31 - 15)) for c in colour)
+            shape_image(shape, seed=1000 * ci + i, colour=jitter).save(folder / f"{shape}_{i:03d}.png")
+
+
+def test_panel_from_no_labels_to_export(nipgboard_home, tmp_path):
+    require_browser()
+    from nipgboard_plugin.dataset import ingest
+
+    images = tmp_path / "photos"
+    write_images(images)
+    logdir = tmp_path / "logdir"
+    ingest(logdir / "shapes", images)
+    artifacts = ROOT / "test-artifacts" / "e2e"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    for old in artifacts.glob("cs-*"):
+        old.unlink()
+    started = time.monotonic()
+    with TensorBoardServer(logdir, nipgboard_home, log_path=tmp_path / "tensorboard.log") as tb:
+        env = dict(os.environ, TB_URL=f"http://127.0.0.1:{tb.port}", NETWORK="efficientnet_lite0",
+                   ARTIFACTS=str(artifacts), CHROMIUM=CHROMIUM)
+        proc = subprocess.run(["node", "e2e/coldstart.mjs"], cwd=FRONTEND, env=env, capture_output=True, text=True,
+                              timeout=600)
+    (artifacts / "coldstart.log").write_text(proc.stdout + proc.stderr)
+    print(proc.stdout)
+    print(f"coldstart e2e: {time.monotonic() - started:.0f} s")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:] + "\n--- tensorboard log ---\n" + \
+        Path(tmp_path / "tensorboard.log").read_text()[-4000:]
+    assert "PASS" in proc.stdout
+    assert (artifacts / "cs-02-next-queue.png").is_file()
