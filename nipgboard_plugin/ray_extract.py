@@ -18,6 +18,7 @@ under the same key, so nothing is corrupt or counted twice.
 import logging
 import math
 import os
+import re
 import socket
 import tempfile
 import time
@@ -263,23 +264,37 @@ def _stream(batches, address):
         except StopIteration:
             return
         except Exception as exc:
+            disconnect()  # the next call connects afresh (the cluster may have gone)
             if isinstance(exc, (InvalidParameter, Unavailable)):
                 raise
-            cause = _root_cause(exc)
-            raise Unavailable(f"extraction on Ray at {address} failed: {_first_line(cause)}") from exc
+            raise Unavailable(f"extraction on Ray at {address} failed: {reason(exc)}") from exc
         yield batch
 
 
-def _root_cause(exc):
-    """The first line worth showing from a Ray error (its cause, not Ray's wrapping)."""
-    seen = set()
-    while id(exc) not in seen:
+def disconnect():
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    _CONNECTED["address"] = None
+
+
+_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$", re.M)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def reason(exc):
+    """What went wrong, from a Ray error: the first error a worker raised, not Ray's wrapping of it."""
+    seen, chain = set(), []
+    while isinstance(exc, BaseException) and id(exc) not in seen:
         seen.add(id(exc))
-        nxt = getattr(exc, "cause", None) or exc.__cause__
-        if not isinstance(nxt, BaseException):
-            break
-        exc = nxt
-    return exc
+        chain.append(exc)
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    for e in chain:
+        for name, message in _ERROR_LINE.findall(_ANSI.sub("", str(e))):
+            if not name.startswith("ray."):
+                return message.strip()[:300]
+    return _first_line(chain[0])
 
 
 def _dataset(ray, root, todo, batch_size, prep, model_ref, device, workers, per_node, use_gpu):

@@ -26,6 +26,7 @@ import pytest
 from images import write_shapes
 from nipgboard_plugin import backbones
 from nipgboard_plugin.dataset import ingest
+from nipgboard_plugin.errors import Unavailable
 from nipgboard_plugin.feature_store import FeatureStore
 from nipgboard_plugin.features import embed
 from nipgboard_plugin.steps import Context, get
@@ -230,6 +231,15 @@ def test_stopped_on_the_cluster_and_finished_here(cluster, images):
     assert rest["where"] == "local" and rest["cached_before"] == first["extracted"]
     assert first["extracted"] + rest["extracted"] == 47
     assert_same_features(vectors(logdir), images["vectors"])
+
+
+@needs_ray
+def test_an_images_folder_the_nodes_cannot_read_is_named(cluster, tmp_path):
+    write_shapes(tmp_path / "images", per_class=2, size=48)
+    ingest(tmp_path / "log", tmp_path / "images")
+    (tmp_path / "images").rename(tmp_path / "elsewhere")  # here as on a node that does not mount it
+    with pytest.raises(Unavailable, match=r"images folder .*/images is not readable on the Ray node .*: every node"):
+        embed(tmp_path / "log", NET, ray=cluster["address"])
 
 
 @needs_ray
