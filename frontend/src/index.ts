@@ -22,8 +22,8 @@ const TABS: [Tab, string, string][] = [
   ['next', 'Next', 'The images to label or check next, one round at a time'],
   ['clusters', 'Clusters', 'Groups of similar images: label a whole group at once'],
   ['similar', 'Similar', 'The images most like the current one'],
-  ['duplicates', 'Near duplicates', 'Groups of near-identical images'],
-  ['review', 'Review (all doubts)', 'Every unlabelled image the networks disagree on or are unsure of, most doubtful first'],
+  ['duplicates', 'Duplicates', 'Groups of near-identical images'],
+  ['review', 'Review', 'Every unlabelled image the networks disagree on or are unsure of, most doubtful first (the Next tab picks the ones worth a look from these)'],
 ];
 
 export class App {

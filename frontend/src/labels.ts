@@ -37,7 +37,8 @@ export class Labels {
 
   constructor(private app: App) {
     this.el.append(this.info, this.classesEl, h('div', { class: 'typer' }, this.input, this.match), this.actions,
-      h('div', { class: 'hint', text: 'Keys: type a class (or n, then its name) + Enter · 1–9 label · A/Enter accept · S/j/↓ skip · k/↑ back · U or Ctrl+Z undo · F focus' }));
+      h('div', { class: 'hint', text: 'Keys: a class name (or n, name) + Enter · 1–9 · Enter/A accept · j/k move · U undo',
+        title: 'Type a class name, or its first letters, and Enter: a name no class has makes a new class. n (or /) goes to the field first, e.g. for a class that begins with a, s, j, k, u or f. 1–9: the numbered class. Enter or A: accept the prediction shown. S, j or ↓: skip; k or ↑: back. U or Ctrl+Z: undo the last labelling. F: show the image in the view. Esc: clear the selection.' }));
     this.input.addEventListener('input', () => this.showMatch());
     this.input.addEventListener('keydown', (e) => this.inputKey(e));
     document.addEventListener('keydown', (e) => this.key(e));

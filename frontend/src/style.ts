@@ -77,6 +77,7 @@ table.t tr.cur { background: #ffe0b2; }
 .hint { font-size: 11px; color: #777; margin-top: 4px; }
 .update { font-size: 12px; background: #fff6d6; border: 1px solid #e8d48a; border-radius: 4px; padding: 6px; margin: 6px 0; }
 .update button { margin-top: 4px; display: block; }
+.next-cur .kind-line { font-weight: 500; }
 .next-head { position: sticky; top: 0; z-index: 1; background: #fff; padding-bottom: 2px; }
 .next-head .update { margin-top: 0; }
 .acc-words { margin-top: 4px; font-weight: 500; color: #1a3e6e; }
@@ -86,7 +87,7 @@ table.t tr.cur { background: #ffe0b2; }
 .item .kind { font-size: 10px; margin-left: 6px; padding: 0 4px; border-radius: 3px; background: #e3f2fd; color: #0d47a1; }
 .item .kind.recheck { background: #fce4ec; color: #880e4f; }
 .next-cur { display: flex; gap: 8px; align-items: flex-start; border: 1px solid #ffcc80; border-radius: 5px; padding: 6px; margin: 6px 0; background: #fffdf7; }
-.next-cur img { width: 128px; height: 128px; object-fit: contain; background: #eee; flex: none; image-rendering: pixelated; }
+.next-cur img { width: 104px; height: 104px; object-fit: contain; background: #eee; flex: none; image-rendering: pixelated; }
 .acc { border: 1px solid #e0e0e0; border-radius: 5px; padding: 5px 6px; margin: 2px 0 6px; font-size: 12px; }
 .acc-plot { display: block; margin-top: 4px; font-size: 10px; fill: #666; }
 .acc-plot .grid-line { stroke: #eee; }

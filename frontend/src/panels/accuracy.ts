@@ -24,7 +24,8 @@ export function words(points: AccuracyPoint[]): string {
   if (prev && p.labels > prev.labels) {
     const gain = (p.overall - prev.overall) * 100;
     const pts = Math.abs(gain) < 1 ? Math.abs(gain).toFixed(1) : String(Math.round(Math.abs(gain)));
-    s += `; the last ${p.labels - prev.labels} labels ${gain >= 0 ? 'gained' : 'lost'} ${pts} point${pts === '1' ? '' : 's'}`;
+    s += pts === '0.0' ? `; the last ${p.labels - prev.labels} labels changed it by less than 0.1 point`
+      : `; the last ${p.labels - prev.labels} labels ${gain >= 0 ? 'gained' : 'lost'} ${pts} point${pts === '1' ? '' : 's'}`;
     if (gain < 0.5 && p.labels - prev.labels >= 20) s += ': more labels now change little, so this may be a good time to stop and export';
   }
   return s + '.';

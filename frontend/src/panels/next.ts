@@ -88,6 +88,7 @@ export class NextPanel {
     return h('div', { class: 'next-cur', id: 'nb-next-current' },
       h('img', { src: url('thumbnail', { run: state.run, id: it.id, size: 256 }), alt: it.path }),
       h('div', {},
+        it.kind ? h('div', { class: 'kind-line', text: KIND_TEXT[it.kind] ?? it.kind }) : null,
         h('div', { class: 'reason', text: it.reason }),
         label != null ? h('div', { text: `labelled ${label}` }) : null,
         pred ? h('div', { text: `predicted ${pred}${it.confidence != null ? ` (${(it.confidence * 100).toFixed(0)}% sure)` : ''} — Enter accepts` }) : null,
