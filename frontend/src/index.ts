@@ -101,7 +101,7 @@ export class App {
   }
 
   renderLeft() {
-    this.left.replaceChildren(...this.dataset.top(), ...this.networks.section(), ...this.dataset.bottom());
+    this.left.replaceChildren(...this.dataset.top(), this.next.accuracy.el, ...this.networks.section(), ...this.dataset.bottom());
     void this.dataset.loadMetrics();
   }
 
@@ -113,6 +113,7 @@ export class App {
     })));
     this.labels.render();
     this.renderTab();
+    void this.next.accuracy.load();
   }
 
   /** Draw the open tab. Each call draws into a fresh box, so a slower earlier call draws nowhere. */

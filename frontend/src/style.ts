@@ -58,7 +58,7 @@ table.t tr.cur { background: #ffe0b2; }
 .tip { position: fixed; pointer-events: none; background: #fff; border-radius: 5px; box-shadow: 0 2px 10px rgba(0,0,0,.4); padding: 6px; z-index: 10; font-size: 11px; max-width: 280px; }
 .tip img { display: block; max-width: 256px; max-height: 256px; min-width: 96px; image-rendering: pixelated; margin-bottom: 4px; }
 .tabs { display: flex; gap: 2px; margin: 6px 0; flex-wrap: wrap; }
-.tabs button { border-radius: 4px 4px 0 0; }
+.tabs button { border-radius: 4px 4px 0 0; padding: 3px 6px; font-size: 12px; }
 .pane { flex: 1; overflow-y: auto; min-height: 0; }
 .labelbar { border: 1px solid #ffcc80; background: #fff8e1; border-radius: 5px; padding: 6px; }
 .labelbar .classes { display: flex; flex-wrap: wrap; gap: 4px; margin: 5px 0; }
@@ -88,7 +88,7 @@ table.t tr.cur { background: #ffe0b2; }
 .item .kind.recheck { background: #fce4ec; color: #880e4f; }
 .next-cur { display: flex; gap: 8px; align-items: flex-start; border: 1px solid #ffcc80; border-radius: 5px; padding: 6px; margin: 6px 0; background: #fffdf7; }
 .next-cur img { width: 104px; height: 104px; object-fit: contain; background: #eee; flex: none; image-rendering: pixelated; }
-.acc { border: 1px solid #e0e0e0; border-radius: 5px; padding: 5px 6px; margin: 2px 0 6px; font-size: 12px; }
+.acc { font-size: 12px; }
 .acc-plot { display: block; margin-top: 4px; font-size: 10px; fill: #666; }
 .acc-plot .grid-line { stroke: #eee; }
 .acc-plot .band { fill: #ffe0b2; stroke: none; }

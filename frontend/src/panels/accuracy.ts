@@ -1,11 +1,12 @@
 // When to stop: the estimated accuracy after each prediction against the number of labels given
-// (/accuracy), as a small SVG plot and the latest estimate in words.
+// (/accuracy), as a small SVG plot (on the left, under the dataset's counts) and the latest estimate
+// in words (in the Next tab's round line).
 import { ApiError, getAccuracy } from '../api';
 import { errorText, h } from '../dom';
 import type { App } from '../index';
 import type { AccuracyAnswer, AccuracyPoint } from '../types';
 
-const W = 300, H = 120, L = 34, R = 8, T = 8, B = 22;
+const W = 264, H = 120, L = 34, R = 8, T = 8, B = 22;
 const NS = 'http://www.w3.org/2000/svg';
 const pct = (v: number) => `${Math.round(v * 100)}%`;
 
@@ -89,7 +90,8 @@ export class AccuracyPlot {
       }
     }
     this.el.replaceChildren(
-      h('div', { class: 'muted', text: 'Estimated accuracy against labels given' }), plot,
+      h('h2', { text: 'How accurate' }),
+      h('div', { class: 'prog', text: `About ${pct(points[points.length - 1].overall)} of all images right, after ${x1} labels (estimated)` }), plot,
       h('div', { class: 'hint' }, h('span', { class: 'sw all' }), ' all images right ', h('span', { class: 'sw pool' }),
         ' predictions on the unlabelled (band: likely range)'),
       ...(a?.method ? [h('div', { class: 'hint', text: a.method })] : []));

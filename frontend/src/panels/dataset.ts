@@ -26,7 +26,9 @@ export class DatasetPanel {
       h('div', { class: 'kv', id: 'nb-summary' },
         h('b', { text: String(s.images) }), h('span', { text: 'images' }),
         h('b', { text: `${s.labelled} (${share}%)` }), h('span', { text: 'labelled' }),
-        h('b', { text: `${s.splits.train}/${s.splits.test}/${s.splits.pool}` }), h('span', { text: 'train / test / unlabelled' })),
+        h('b', { text: String(s.images - s.labelled) }), h('span', { text: 'not labelled yet' }),
+        // Labels given in the panel join the training set; only the test split is held out.
+        ...(s.splits.test ? [h('b', { text: String(s.splits.test) }), h('span', { text: 'labelled, held out to test' })] : [])),
       h('div', { class: 'prog', text: classes }),
       h('details', {}, h('summary', { text: `${s.unreadable.length} unreadable files` }),
         ...s.unreadable.slice(0, 200).map((u) => h('div', { class: 'prog' }, h('b', { text: u.path }), ': ' + u.reason))),

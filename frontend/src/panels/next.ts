@@ -26,7 +26,6 @@ export class NextPanel {
   /** Draw the tab; the first time for a run, ask for a round. */
   render(_pane: HTMLElement) {
     const { state } = this.app;
-    void this.accuracy.load();
     if (state.nextRun !== state.run) { state.next = null; state.nextDone.clear(); state.round = 0; }
     if (!state.next && !state.nextBusy) void this.suggest();
     this.renderList();
@@ -56,7 +55,7 @@ export class NextPanel {
     // What the round is doing and the current image stay in sight while the list scrolls.
     const head = h('div', { class: 'next-head' }, this.line);
     const note = state.nextNote ? h('div', { class: 'hint', id: 'nb-next-note', text: state.nextNote }) : null;
-    if (!r) { pane.replaceChildren(head, ...(note ? [note] : []), this.accuracy.el); return; }
+    if (!r) { pane.replaceChildren(head, ...(note ? [note] : [])); return; }
     const run = state.run, cur = state.nextItem();
     if (cur) head.append(this.shown(cur));
     const items = r.items.map((it, k) => {
@@ -74,7 +73,7 @@ export class NextPanel {
           h('div', { class: 'reason', text: it.reason }),
           h('div', { class: 'muted', text: it.path })));
     });
-    pane.replaceChildren(head, ...(note ? [note] : []), this.accuracy.el,
+    pane.replaceChildren(head, ...(note ? [note] : []),
       h('div', { class: 'muted', text: `${r.items.length} images · ${r.mode}: ${r.why}` }), ...items);
     pane.querySelector('.item.cur')?.scrollIntoView({ block: 'nearest' });
   }
