@@ -81,10 +81,11 @@ export class Labels {
       const r = resolveClass(text, this.app.state.classes());
       if (r && 'several' in r) { this.app.notices.toast(`“${text}” begins ${r.several.join(', ')}: type more`); return; }
       if (!r) return;
-      this.input.value = '';
-      this.showMatch();
-      if (r.isNew) this.app.notices.toast(`New class “${r.label}”`);
-      void this.label(r.label);
+      void this.label(r.label).then((saved) => {
+        if (!saved) return;
+        if (this.input.value.trim() === text) { this.input.value = ''; this.showMatch(); }
+        if (r.isNew) this.app.notices.toast(`New class “${r.label}”`);
+      });
     } else if (e.key === 'Escape') {
       this.input.value = ''; this.showMatch(); this.input.blur();
     } else if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
@@ -110,9 +111,11 @@ export class Labels {
   }
 
   /** Label the target with a class; one image of a queue moves the queue on. */
-  async label(c: string) {
+  async label(c: string): Promise<boolean> {
     const single = this.app.state.target.kind === 'image';
-    if (await this.set(c) && single) this.after();
+    const saved = await this.set(c);
+    if (saved && single) this.after();
+    return saved;
   }
 
   private digit(k: number) {

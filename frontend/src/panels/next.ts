@@ -20,6 +20,8 @@ const KIND_TEXT: Record<string, string> = { label: 'label it', check: 'check the
 export class NextPanel {
   accuracy: AccuracyPlot;
   private line = h('div', { class: 'update', id: 'nb-next-status' });
+  /** The run whose round is being prepared (state.nextBusy is about it): another run's page starts its own. */
+  private busyRun = '';
 
   constructor(private app: App) { this.accuracy = new AccuracyPlot(app); }
 
@@ -27,7 +29,7 @@ export class NextPanel {
   render(_pane: HTMLElement) {
     const { state } = this.app;
     if (state.nextRun !== state.run) { state.next = null; state.nextDone.clear(); state.round = 0; }
-    if (!state.next && !state.nextBusy) void this.suggest();
+    if (!state.next && (!state.nextBusy || this.busyRun !== state.run)) void this.suggest();
     this.renderList();
   }
 
@@ -107,6 +109,7 @@ export class NextPanel {
   }
 
   private setBusy(text: string | null) {
+    if (this.busyRun !== this.app.state.run) return;
     this.app.state.nextBusy = text;
     const span = this.line.querySelector('span');
     if (text && span && this.line.isConnected) span.textContent = text;
@@ -117,6 +120,7 @@ export class NextPanel {
   async suggest() {
     const { state } = this.app;
     const run = state.run;
+    this.busyRun = run;
     this.setBusy('Choosing the images to look at next…');
     let job: Job<SuggestResult>;
     try {
@@ -124,7 +128,7 @@ export class NextPanel {
         if (run === state.run) this.setBusy(`Choosing the images to look at next… ${j.state === 'queued' ? 'waiting for the worker' : j.stage ?? ''}`);
       });
     } catch (e) { job = { state: 'failed', error: errorText(e) } as Job<SuggestResult>; }
-    if (run !== state.run) return;
+    if (run !== state.run || this.busyRun !== run) return;
     state.nextBusy = null;
     if (job.state !== 'done' || !job.result) {
       state.nextNote = `No images chosen: ${jobWhy(job)}`;
@@ -137,7 +141,7 @@ export class NextPanel {
     state.nextPos = -1;
     state.round += 1;
     this.renderList();
-    if (state.tab === 'next') this.next();
+    if (state.tab === 'next' && this.remaining()) this.next();
   }
 
   /** Predict again with every network that has features (when every class has enough labels), then a new round. */
@@ -145,6 +149,7 @@ export class NextPanel {
     const { state, notices } = this.app;
     if (state.nextBusy) return;
     const run = state.run;
+    this.busyRun = run;
     const counts = state.trainCounts();
     const short = [...counts].filter(([, n]) => n < MIN_PER_CLASS);
     const labelled = [...counts.values()].reduce((a, b) => a + b, 0);
@@ -165,7 +170,7 @@ export class NextPanel {
         } catch (e) { failed = `${network}: ${errorText(e)}`; }
         if (failed) break;
       }
-      if (run !== state.run) return;
+      if (run !== state.run) { this.busyRun = ''; return; }
       state.nextNote = failed ? `Predictions not updated: ${failed}` : `Predicted every image from ${labelled} labels of ${counts.size} classes.`;
       if (failed) notices.toast(state.nextNote, 6000);
       else {
