@@ -40,7 +40,7 @@ def timed_embed(images_dir, network, batch_size, **ray):
         marks = []
         t = time.perf_counter()
         result = embed(logdir, network, batch_size=batch_size,
-                       progress=lambda p: marks.append((time.perf_counter(), p.done)), **ray)
+                       progress=lambda p: p.done and marks.append((time.perf_counter(), p.done)), **ray)
         total = time.perf_counter() - t
         first = min(2, len(marks) - 2)  # skip the first batches: warm-up, actors still starting
         (t1, d1), (t2, d2) = marks[first], marks[-1]

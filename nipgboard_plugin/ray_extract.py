@@ -222,6 +222,8 @@ def extract_on_ray(backbone, key, root, todo, cache, batch_size, progress, shoul
     t0 = time.time()
     done = 0
     batches = iter(stream.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2))
+    if progress:  # say where it runs while the actors load the network
+        progress(Progress(0, len(todo), 0.0, f"{where}, {'cuda' if use_gpu else 'cpu'}"))
     try:
         for batch in _stream(batches, address):
             idx, errors, vec = batch["index"], batch["error"], batch["vec"]

@@ -196,7 +196,7 @@ class Recording(Context):
         self.stages.append(name)
 
     def progress(self, done, total=None, rate=None, eta=None, message=None, force=False, check_cancel=True):
-        if not self.killed:
+        if done and not self.killed:
             pids = infer_actor_pids(self.cluster)
             assert pids, "no inference actor found"
             os.kill(pids[0], signal.SIGKILL)
