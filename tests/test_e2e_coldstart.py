@@ -53,3 +53,48 @@ def test_panel_from_no_labels_to_export(nipgboard_home, tmp_path):
         Path(tmp_path / "tensorboard.log").read_text()[-4000:]
     assert "PASS" in proc.stdout
     assert (artifacts / "cs-02-next-queue.png").is_file()
+
+
+def test_pipeline_adapts_to_the_labels_there_are(tmp_path):
+    """Without browser or network: from zero labels the pipeline's projection is made without labels and
+    predict is skipped, with one note each; with one class still so; with two classes of train labels
+    the steps run as asked."""
+    from nipgboard_plugin import steps
+    from nipgboard_plugin.dataset import ingest
+    from nipgboard_plugin.steps.pipeline import _adapt, train_classes
+    from nipgboard_plugin.store import Store
+
+    images = tmp_path / "photos"
+    write_images(images)
+    run_dir = tmp_path / "logdir" / "shapes"
+    ingest(run_dir, images)
+    project = steps.get("project").clean({"network": "efficientnet_lite0"}, run_dir, face="job")
+    predict = steps.get("predict").clean({"network": "efficientnet_lite0"}, run_dir, face="job")
+    assert project["mode"] == "supervised" and project["method"] == "umap"
+
+    notes = []
+    assert train_classes(run_dir) == {}
+    assert _adapt("project", project, {}, notes)["mode"] == "unsupervised"
+    assert _adapt("predict", predict, {}, notes) is None
+    assert notes == ["project: no labels yet, so the projection was made without labels (unsupervised)",
+                     "predict: skipped, no labels yet: label images of at least two classes, then predict"]
+    assert _adapt("cluster", {"network": "x"}, {}, notes) == {"network": "x"}
+    pca = dict(project, method="pca")
+    assert _adapt("project", pca, {}, []) == pca  # PCA never uses labels
+
+    with Store(run_dir) as store:
+        ids = [i for i, _sha, path in store.image_rows() if path.startswith(("circle_000", "circle_001"))]
+        store.set_labels([(i, "circle") for i in ids])
+    assert train_classes(run_dir) == {"circle": 2}
+    notes = []
+    assert _adapt("predict", predict, train_classes(run_dir), notes) is None
+    assert "only one class labelled ('circle')" in notes[0]
+
+    with Store(run_dir) as store:
+        ids = [i for i, _sha, path in store.image_rows() if path.startswith("square_000")]
+        store.set_labels([(i, "square") for i in ids])
+    notes = []
+    classes = train_classes(run_dir)
+    assert classes == {"circle": 2, "square": 1}
+    assert _adapt("project", project, classes, notes) == project
+    assert _adapt("predict", predict, classes, notes) == predict and notes == []

@@ -181,6 +181,7 @@ export class Labels {
 
   private afterEdit() {
     const { state } = this.app;
+    this.app.dataset.drawCounts();
     this.app.centre.applyOverlay();
     this.render();
     if (state.tab === 'review') this.app.review.renderList();

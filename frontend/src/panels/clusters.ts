@@ -10,18 +10,23 @@ export class ClustersPanel {
 
   constructor(private app: App) {}
 
-  /** A cluster's labels as they are now (the stored table counts those of its last clustering):
+  /** Each cluster's labels as they are now (the stored table counts those of its last clustering):
    * majority class, its share of the labelled images (not of the test split), how many are labelled. */
-  private live(cluster: number) {
+  private live() {
     const m = this.app.state.meta;
-    const counts = new Map<string, number>();
-    let n = 0;
+    const counts = new Map<number, Map<string, number>>();
     m?.cluster?.forEach((c, i) => {
       const l = m.label[i];
-      if (c === cluster && l != null && m.split[i] !== 'test') { counts.set(l, (counts.get(l) ?? 0) + 1); n++; }
+      if (c == null || l == null || m.split[i] === 'test') return;
+      const byLabel = counts.get(c) ?? new Map<string, number>();
+      byLabel.set(l, (byLabel.get(l) ?? 0) + 1);
+      counts.set(c, byLabel);
     });
-    const top = [...counts].sort((a, b) => b[1] - a[1])[0];
-    return { label: top?.[0] ?? null, needs_label: !n, purity: n ? top[1] / n : 0, n_labelled: n };
+    return (cluster: number) => {
+      const byLabel = [...(counts.get(cluster) ?? [])].sort((a, b) => b[1] - a[1]);
+      const n = byLabel.reduce((a, [, k]) => a + k, 0);
+      return { label: byLabel[0]?.[0] ?? null, needs_label: !n, purity: n ? byLabel[0][1] / n : 0, n_labelled: n };
+    };
   }
 
   async render(pane: HTMLElement) {
@@ -30,7 +35,8 @@ export class ClustersPanel {
     try { answer = await getClusters(state.run, state.network); } catch (e) { pane.replaceChildren(h('p', { class: 'muted', text: errorText(e) })); return; }
     this.answer = answer;
     const t = state.target;
-    const clusters = answer.clusters.map((c) => ({ ...c, ...this.live(c.cluster) }));
+    const live = this.live();
+    const clusters = answer.clusters.map((c) => ({ ...c, ...live(c.cluster) }));
     const rows = clusters.map((c) => h('tr', {
       class: 'click' + (t.kind === 'cluster' && t.cluster === c.cluster ? ' cur' : ''), 'data-cluster': c.cluster,
       onClick: () => {

@@ -10,6 +10,8 @@ const fmt = (v: number | null) => v == null ? '' : Number.isInteger(v) ? String(
 
 export class DatasetPanel {
   metricsEl = h('div', { id: 'nb-metrics', class: 'muted', text: '—' });
+  private countsEl = h('div', { class: 'kv', id: 'nb-summary' });
+  private classesEl = h('div', { class: 'prog' });
 
   constructor(private app: App) {}
 
@@ -19,22 +21,33 @@ export class DatasetPanel {
     const s = state.summary!;
     const runSel = h('select', { id: 'nb-run', onChange: (e: Event) => this.app.openRun((e.target as HTMLSelectElement).value) });
     for (const r of state.runs) runSel.append(h('option', { value: r.name, text: `${r.name} (${r.images})`, selected: r.name === state.run }));
-    const share = s.images ? Math.round((100 * s.labelled) / s.images) : 0;
-    const classes = Object.entries(s.classes).map(([k, v]) => `${k} ${v}`).join(', ');
+    this.drawCounts();
     return [
-      h('h2', { text: 'Dataset' }), runSel,
-      h('div', { class: 'kv', id: 'nb-summary' },
-        h('b', { text: String(s.images) }), h('span', { text: 'images' }),
-        h('b', { text: `${s.labelled} (${share}%)` }), h('span', { text: 'labelled' }),
-        h('b', { text: String(s.images - s.labelled) }), h('span', { text: 'not labelled yet' }),
-        // Labels given in the panel join the training set; only the test split is held out.
-        ...(s.splits.test ? [h('b', { text: String(s.splits.test) }), h('span', { text: 'labelled, held out to test' })] : [])),
-      h('div', { class: 'prog', text: classes }),
+      h('h2', { text: 'Dataset' }), runSel, this.countsEl, this.classesEl,
       h('details', {}, h('summary', { text: `${s.unreadable.length} unreadable files` }),
         ...s.unreadable.slice(0, 200).map((u) => h('div', { class: 'prog' }, h('b', { text: u.path }), ': ' + u.reason))),
       h('details', {}, h('summary', { text: `${s.duplicates.length} exact duplicates removed` }),
         ...s.duplicates.slice(0, 200).map((d) => h('div', { class: 'prog', text: `${d.path} = ${d.kept}` }))),
     ];
+  }
+
+  /** The counts of images and labels; after labels change in this page, from the labels it shows. */
+  drawCounts() {
+    const s = this.app.state.summary!, m = this.app.state.meta;
+    if (m && m.count === s.images) {
+      const classes: Record<string, number> = {};
+      for (const l of m.label) if (l != null) classes[l] = (classes[l] ?? 0) + 1;
+      s.classes = classes;
+      s.labelled = Object.values(classes).reduce((a, b) => a + b, 0);
+    }
+    const share = s.images ? Math.round((100 * s.labelled) / s.images) : 0;
+    this.countsEl.replaceChildren(
+      h('b', { text: String(s.images) }), h('span', { text: 'images' }),
+      h('b', { text: `${s.labelled} (${share}%)` }), h('span', { text: 'labelled' }),
+      h('b', { text: String(s.images - s.labelled) }), h('span', { text: 'not labelled yet' }),
+      // Labels given in the panel join the training set; only the test split is held out.
+      ...(s.splits.test ? [h('b', { text: String(s.splits.test) }), h('span', { text: 'labelled, held out to test' })] : []));
+    this.classesEl.textContent = Object.entries(s.classes).map(([k, v]) => `${k} ${v}`).join(', ');
   }
 
   /** The metrics table and the export link. */
