@@ -172,6 +172,8 @@ try {
   const server = (await get('metadata', { run })).body;
   const wrong = [...labelled].filter(([id, c]) => server.label[server.ids.indexOf(id)] !== c);
   check(wrong.length === 0, 'the server has every label typed');
+  const counts = await frame.locator('#nb-summary').textContent();
+  check(counts.includes(`${labelled.size} (${Math.round((100 * labelled.size) / server.count)}%)labelled`), `the dataset's counts follow: ${counts}`);
 
   // Working the list through predicts with the new labels and starts round 2, said in a line.
   await waitIn(frame, 'round 2 to start', () => { const { state } = window.nipgboard; return state.round === 1 && !!state.nextBusy; }, null, 5000)

@@ -81,10 +81,8 @@ export class Labels {
       const r = resolveClass(text, this.app.state.classes());
       if (r && 'several' in r) { this.app.notices.toast(`“${text}” begins ${r.several.join(', ')}: type more`); return; }
       if (!r) return;
-      void this.label(r.label).then((saved) => {
-        if (!saved) return;
-        if (this.input.value.trim() === text) { this.input.value = ''; this.showMatch(); }
-        if (r.isNew) this.app.notices.toast(`New class “${r.label}”`);
+      void this.label(r.label, r.isNew ? ' (a new class)' : '').then((saved) => {
+        if (saved && this.input.value.trim() === text) { this.input.value = ''; this.showMatch(); }
       });
     } else if (e.key === 'Escape') {
       this.input.value = ''; this.showMatch(); this.input.blur();
@@ -111,9 +109,9 @@ export class Labels {
   }
 
   /** Label the target with a class; one image of a queue moves the queue on. */
-  async label(c: string): Promise<boolean> {
+  async label(c: string, note = ''): Promise<boolean> {
     const single = this.app.state.target.kind === 'image';
-    const saved = await this.set(c);
+    const saved = await this.set(c, note);
     if (saved && single) this.after();
     return saved;
   }
@@ -131,7 +129,7 @@ export class Labels {
   }
 
   /** Give `label` (null removes it) to the current target; saved at once, undoable. False: not saved. */
-  async set(label: string | null): Promise<boolean> {
+  async set(label: string | null, note = ''): Promise<boolean> {
     const { state, notices } = this.app;
     const ids = state.targetIds();
     const m = state.meta;
@@ -149,7 +147,7 @@ export class Labels {
     state.undo.push({ run, assignments: prev });
     for (const id of ids) { const i = state.idIndex.get(id); if (i !== undefined) m.label[i] = label; }
     if (state.next && label !== null) for (const id of ids) state.nextDone.add(id);
-    notices.toast(`${ids.length} image${ids.length > 1 ? 's' : ''} → ${label ?? '(no label)'} · saved`);
+    notices.toast(`${ids.length} image${ids.length > 1 ? 's' : ''} → ${label ?? '(no label)'}${note} · saved`);
     state.editsSinceQueue += ids.length;
     this.afterEdit();
     if (state.tab === 'review' && state.autoUpdate && state.review && state.editsSinceQueue >= Math.max(state.updateEvery(), state.autoRetryAt)) {
