@@ -156,7 +156,8 @@ export class NextPanel {
     if (counts.size < 2 || short.length) {
       state.nextNote = counts.size < 2
         ? `Predictions start once two classes have ${MIN_PER_CLASS} labels each (${counts.size ? `only ${[...counts.keys()][0]} so far` : 'no labels yet'}).`
-        : `Predictions wait until every class has ${MIN_PER_CLASS} labels: ${short.map(([c, n]) => `${c} has ${n}`).join(', ')}.`;
+        : `Predictions wait until every class has ${MIN_PER_CLASS} labels: ${short.map(([c, n]) => `${c} has ${n}`).join(', ')}`
+          + ' (the Similar tab finds more like it).';
     } else {
       const nets = state.next?.networks.length ? state.next.networks : [state.network];
       const options = this.app.options.changedFor('predict');
