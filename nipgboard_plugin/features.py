@@ -67,7 +67,8 @@ def embed(logdir, network_id, batch_size=32, progress=None, should_stop=None, de
     CUDA when there, else the CPU). Returns a summary dict; when an engine ran, ``device`` says
     where ('cpu' or 'cuda'; None for engines that do not report it, e.g. Keras), ``providers``
     ONNX Runtime's providers, ``device_note`` why, and ``device_fallback`` is True when CUDA was
-    tried and failed to load (so the CPU ran).
+    tried and failed to load (so the CPU ran). ``engine_note`` says why the network's framework
+    runs instead of ONNX Runtime, when it does ('' otherwise).
 
     ``ray``: None, '' or 'off' extract here; 'local' (a Ray started on this machine), 'auto' (the
     cluster this machine joined), 'HOST:PORT' or 'ray://HOST:PORT' extract on that Ray cluster with
@@ -94,7 +95,7 @@ def embed(logdir, network_id, batch_size=32, progress=None, should_stop=None, de
         result = {"network": network_id, "cache_key": key, "images": len(rows),
                   "cached_before": len(rows) - len(todo), "extracted": 0, "failed": [], "engine": None,
                   "requested_device": device, "device": None, "providers": [], "device_note": "",
-                  "device_fallback": False,
+                  "device_fallback": False, "engine_note": "",
                   "stopped": False, "where": "local", "ray": None}
         if todo and on_ray:
             from .ray_extract import extract_on_ray
@@ -155,6 +156,8 @@ def _extract(backbone, key, root, todo, cache, batch_size, progress, should_stop
     result["providers"] = list(getattr(engine, "providers", ()))
     result["device_note"] = getattr(engine, "device_note", "")
     result["device_fallback"] = bool(getattr(engine, "device_fallback", False))
+    # Why the framework runs instead of ONNX Runtime (a failed export), when it does.
+    result["engine_note"] = getattr(engine, "engine_note", "")
     prep = backbone.preprocess
     draft = draft_size(prep)
     where = f"local, {result['device']}" if result["device"] else "local"

@@ -1,12 +1,12 @@
 """The network registry: listing, offline ImageNet networks, the ONNX engine cache,
-Keras applications without their weights, and user-registered model files."""
+Keras applications without their weights, and user-registered model files.
+Keras engines with weights: tests/test_keras_tf.py."""
 import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
-import warnings
 
 import numpy as np
 import pytest
@@ -23,13 +23,11 @@ EXPORTED_IDS = ["efficientnet_lite0", "mobilenet_v2"]  # exported once per test 
 
 @pytest.fixture(scope="module", autouse=True)
 def isolated_homes(tmp_path_factory):
-    """NIPGBOARD_HOME and KERAS_HOME in a temp dir; Keras on torch unless told otherwise."""
+    """NIPGBOARD_HOME and KERAS_HOME in a temp dir (Keras on its default backend, TensorFlow)."""
     home = tmp_path_factory.mktemp("nipgboard_home")
     mp = pytest.MonkeyPatch()
     mp.setenv("NIPGBOARD_HOME", str(home))
     mp.setenv("KERAS_HOME", str(home / "keras"))
-    if not os.environ.get("KERAS_BACKEND"):
-        mp.setenv("KERAS_BACKEND", "torch")
     yield home
     mp.undo()
 
@@ -269,26 +267,6 @@ def test_keras_preprocess_matches_keras_preprocess_input():
         expected = getattr(keras.applications, module).preprocess_input(pixels.astype(np.float32))
         got = backbones.get(nid).preprocess.normalise(pixels)
         assert np.allclose(got, np.asarray(expected), atol=1e-4), nid
-
-
-def test_keras_engine_builds_and_loads_a_local_weights_file(tmp_path, monkeypatch):
-    keras = _keras_or_skip()
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    b = backbones.get("keras_mobilenet_v2")
-    x = b.preprocess.normalise(uint8_batch(2, (224, 224)))
-
-    untrained = b.engine(weights=None)
-    assert untrained.kind == "keras" and untrained.run(x).shape == (2, 1280)
-
-    # A weights file under the official name makes the network available, as a download would.
-    model = keras.applications.MobileNetV2(weights=None)
-    b.weights_path().parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.save(str(b.weights_path()))
-    assert b.availability().available
-    expected = keras.Model(model.inputs, model.get_layer("predictions").input).predict(x, verbose=0)
-    assert np.allclose(b.engine().run(x), expected, atol=1e-5)
 
 
 # --- user-registered model files ---

@@ -4,6 +4,8 @@ Weights are Keras's own ImageNet files (include_top variants), looked up where
 ``keras.applications`` caches them: ``$KERAS_HOME/models/`` (default ``~/.keras/models/``).
 They are never downloaded by us; with internet access Keras fetches them on first use.
 Features are the input of the layer named 'predictions' (the layer before softmax).
+On the TensorFlow backend a network is exported once to ONNX and run by ONNX Runtime
+(:mod:`.keras_export`); Keras ``predict`` runs where that fails.
 """
 import importlib.util
 import json
@@ -114,6 +116,8 @@ def import_keras():
     problem = keras_problem()
     if problem:
         raise NetworkUnavailable(problem)
+    # TensorFlow's C++ start-up messages (CPU features, oneDNN) are noise for users; errors still show.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
     return keras
@@ -133,11 +137,12 @@ class KerasEngine:
 
     kind = "keras"
 
-    def __init__(self, model, feature_dim=None, batch_size_hint=DEFAULT_BATCH):
+    def __init__(self, model, feature_dim=None, batch_size_hint=DEFAULT_BATCH, engine_note=""):
         self.model = model
         self.feature_dim = feature_dim
         self.batch_size_hint = batch_size_hint
         self.exported = False
+        self.engine_note = engine_note  # why ONNX Runtime is not running, when it fell back
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
@@ -179,20 +184,38 @@ class KerasAppBackbone(Backbone):
         path = self.weights_path()
         return file_fingerprint(path) if path.is_file() else "missing"
 
-    def engine(self, weights="imagenet", batch_size_hint: int = DEFAULT_BATCH):
-        """Load the model; ``weights=None`` builds it untrained (for tests), a path loads that file."""
+    def engine(self, weights="imagenet", kind: str = "auto", threads: int = None,
+               batch_size_hint: int = DEFAULT_BATCH):
+        """ONNX Runtime on the model exported once (cached by the weights file's hash), else ``predict``.
+
+        ``weights``: 'imagenet' (the official file), a path of a weights file, or None (untrained,
+        for tests and benchmarks: exported afresh each time, never cached). ``kind``: 'auto',
+        'onnxruntime' (fail rather than fall back) or 'keras' (``predict`` only).
+        """
         problems = [keras_problem()]
         if weights == "imagenet":
             problems.append(self._weights_problem())
             weights = str(self.weights_path())
+        elif weights is not None and not Path(weights).is_file():
+            problems.append(f"weights file not found: {weights}")
         problems = [p for p in problems if p]
         if problems:
             raise NetworkUnavailable(f"{self.id}: " + "; ".join(problems))
+        from .keras_export import keras_engine
+
+        # The file's own hash, not Keras's md5 of the official file: the engine must follow the file.
+        key = None if weights is None else (
+            f"{self.id}:{file_fingerprint(weights)}:{self.preprocess.signature()}")
+        return keras_engine(self.id, lambda: self.feature_model(weights), self.app.feature_dim,
+                            (self.app.size, self.app.size, 3), key, kind=kind, threads=threads,
+                            batch_size_hint=batch_size_hint)
+
+    def feature_model(self, weights):
+        """The Keras application cut before its softmax, with ``weights`` (a path, or None)."""
         keras = import_keras()
         try:
             build = getattr(keras.applications, self.app.constructor)
             model = build(include_top=True, weights=weights)
         except Exception as exc:
             raise NetworkUnavailable(f"{self.id}: Keras could not build the model: {exc}") from exc
-        return KerasEngine(features_before_predictions(keras, model), self.app.feature_dim,
-                           batch_size_hint)
+        return features_before_predictions(keras, model)

@@ -13,6 +13,7 @@ the engine file and the feature cache key do not depend on it.
 """
 import contextlib
 import contextvars
+import functools
 import logging
 import os
 import re
@@ -102,6 +103,7 @@ class OrtEngine:
     """
 
     kind = "onnxruntime"
+    engine_note = ""
 
     def __init__(self, path, feature_dim=None, batch_size_hint=DEFAULT_BATCH, threads=None,
                  exported=False, device=None, available=None):
@@ -153,11 +155,12 @@ class TorchEngine:
     device_note = "cpu (eager PyTorch)"
     device_fallback = False
 
-    def __init__(self, module, feature_dim=None, batch_size_hint=DEFAULT_BATCH):
+    def __init__(self, module, feature_dim=None, batch_size_hint=DEFAULT_BATCH, engine_note=""):
         self.module = module.eval()
         self.feature_dim = feature_dim
         self.batch_size_hint = batch_size_hint
         self.exported = False
+        self.engine_note = engine_note  # why ONNX Runtime is not running, when it fell back
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -192,17 +195,12 @@ def export_onnx(module, input_shape, path: Path) -> None:
 
     module = module.eval()
     example = torch.zeros((2, *input_shape), dtype=torch.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # engines are shared; mkstemp creates 0600
     exporter_log = logging.getLogger("torch.onnx")
     level = exporter_log.level
     try:
         # The exporter warns about absent torchvision ops and deprecations: noise for users.
         exporter_log.setLevel(logging.ERROR)
-        with warnings.catch_warnings():
+        with atomic_engine_file(path) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
                 _export_dynamo(module, example, tmp)
@@ -210,10 +208,26 @@ def export_onnx(module, input_shape, path: Path) -> None:
                 first_line = (str(exc).strip().splitlines() or [repr(exc)])[0]
                 log.info("torch.export-based ONNX export failed (%s); trying TorchScript", first_line)
                 _export_torchscript(module, example, tmp)
-        verify_export(module, tmp, input_shape)
-        os.replace(tmp, path)
+            verify_export(module, tmp, input_shape)
     finally:
         exporter_log.setLevel(level)
+
+
+@contextlib.contextmanager
+def atomic_engine_file(path: Path):
+    """Yield a temporary file beside ``path``; it becomes ``path`` only if the block succeeds.
+
+    A killed export leaves a temporary file that a later export sweeps once it is stale.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o644)  # engines are shared; mkstemp creates 0600
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
@@ -223,19 +237,28 @@ class ExportMismatch(RuntimeError):
 
 
 def verify_export(module, onnx_path, input_shape, rtol=1e-3, atol=1e-3) -> float:
-    """Run the export and the module on the same random batch; raise if they disagree.
-
-    The batch size differs from the export example's, which also checks the dynamic axis.
-    """
+    """Run the export and the torch module on the same random batch; raise if they disagree."""
     import torch
 
+    def reference(x):
+        with torch.inference_mode():
+            return module(torch.from_numpy(x)).numpy()
+
+    return verify_against(reference, onnx_path, input_shape, rtol, atol, "the torch module")
+
+
+def verify_against(reference, onnx_path, input_shape, rtol=1e-3, atol=1e-3, what="the model") -> float:
+    """Max abs difference between the export and ``reference(batch)`` on a random batch of 3.
+
+    Raises :class:`ExportMismatch` when they disagree beyond the tolerance. The batch size differs
+    from the export example's, which also checks the dynamic batch axis.
+    """
     x = np.random.default_rng(0).standard_normal((3, *input_shape)).astype(np.float32)
-    with torch.inference_mode():
-        expected = module(torch.from_numpy(x)).numpy().reshape(3, -1)
+    expected = np.asarray(reference(x), dtype=np.float32).reshape(3, -1)
     got = OrtEngine(onnx_path, device="cpu").run(x)  # the check is the graph, not the device
     if got.shape != expected.shape or not np.allclose(got, expected, rtol=rtol, atol=atol):
         diff = np.abs(got - expected).max() if got.shape == expected.shape else float("inf")
-        raise ExportMismatch(f"ONNX export differs from the torch module (max abs diff {diff:.3g})")
+        raise ExportMismatch(f"ONNX export differs from {what} (max abs diff {diff:.3g})")
     return float(np.abs(got - expected).max())
 
 
@@ -283,17 +306,31 @@ def torch_engine(backbone, build_module, kind="auto", threads=None,
     if kind not in ("auto", "onnxruntime", "torch"):
         raise ValueError(f"kind must be 'auto', 'onnxruntime' or 'torch', not {kind!r}")
     dim = backbone.info.feature_dim
-    if kind == "torch":
-        return TorchEngine(build_module(), dim, batch_size_hint)
+    module = functools.lru_cache(maxsize=None)(build_module)  # built at most once, and only if needed
+    shape = _input_shape(backbone.preprocess)
+    return exported_engine(
+        backbone.id, engine_path(backbone.cache_key()), lambda path: export_onnx(module(), shape, path),
+        lambda note: TorchEngine(module(), dim, batch_size_hint, note), dim,
+        onnx_only=kind == "onnxruntime", fallback_only=kind == "torch", threads=threads,
+        batch_size_hint=batch_size_hint, slower="eager PyTorch, which is several times slower")
+
+
+def exported_engine(name, path, export, fallback, dim, onnx_only=False, fallback_only=False,
+                    threads=None, batch_size_hint=DEFAULT_BATCH, slower="the framework itself"):
+    """ONNX Runtime on the engine file ``path``, exported first by ``export(path)`` when absent.
+
+    ``fallback(note)`` builds the framework's own engine, used when export or ONNX Runtime fails
+    (``note`` says why, for the user) or at once when ``fallback_only``; ``onnx_only`` raises
+    instead of falling back. An unreadable cached file is exported afresh once.
+    """
+    if fallback_only:
+        return fallback("")
     if current_device() == "cuda":
         choose_providers("cuda")  # before an export that could not run anyway
-    path = engine_path(backbone.cache_key())
-    module = None
     try:
         exported = False
         if not path.is_file():
-            module = build_module()
-            export_onnx(module, _input_shape(backbone.preprocess), path)
+            export(path)
             exported = True
         try:
             return OrtEngine(path, dim, batch_size_hint, threads, exported)
@@ -304,17 +341,22 @@ def torch_engine(backbone, build_module, kind="auto", threads=None,
                 raise
             # An unreadable cached file (disk trouble, foreign copy): export it afresh once.
             log.warning("cached engine %s is unreadable; exporting it again", path)
-            module = module or build_module()
-            export_onnx(module, _input_shape(backbone.preprocess), path)
+            export(path)
             return OrtEngine(path, dim, batch_size_hint, threads, exported=True)
     except (NetworkUnavailable, DeviceUnavailable):
         raise
     except Exception as exc:
-        if kind == "onnxruntime":
+        if onnx_only:
             raise
-        warnings.warn(f"{backbone.id}: ONNX Runtime engine unavailable ({exc!r}); "
-                      "running eager PyTorch, which is several times slower", RuntimeWarning)
-        return TorchEngine(module or build_module(), dim, batch_size_hint)
+        note = f"ONNX Runtime engine unavailable ({failure_text(exc)}); running {slower}"
+        warnings.warn(f"{name}: {note}", RuntimeWarning)
+        return fallback(note)
+
+
+def failure_text(exc) -> str:
+    """One line on why something failed, for users: the exception's type and first line."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _input_shape(pre):

@@ -224,14 +224,23 @@ class KerasFileBackbone(UserFileBackbone):
         problems = [p for p in (a.message, keras_problem()) if p]
         return Availability(not problems, "; ".join(problems))
 
-    def engine(self, batch_size_hint: int = 32):
+    def engine(self, kind: str = "auto", threads: int = None, batch_size_hint: int = 32):
+        """ONNX Runtime on the file exported once (TensorFlow backend), else Keras ``predict``."""
         self._check()
-        from .keras_apps import KerasEngine, features_before_predictions, import_keras
+        from .keras_export import keras_engine
+
+        h, w = self.preprocess.size
+        shape = (3, h, w) if self.preprocess.layout == "NCHW" else (h, w, 3)
+        return keras_engine(self.id, self.feature_model, self.info.feature_dim, shape,
+                            self.cache_key(), kind=kind, threads=threads,
+                            batch_size_hint=batch_size_hint)
+
+    def feature_model(self):
+        from .keras_apps import features_before_predictions, import_keras
 
         keras = import_keras()
         try:
             model = keras.models.load_model(str(self.path), compile=False)
         except Exception as exc:
             raise NetworkUnavailable(f"{self.id}: Keras cannot load {self.path}: {exc}") from exc
-        return KerasEngine(features_before_predictions(keras, model), self.info.feature_dim,
-                           batch_size_hint)
+        return features_before_predictions(keras, model)

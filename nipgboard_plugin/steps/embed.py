@@ -66,6 +66,8 @@ def render(r):
                  f"{ray['startup_seconds']} s, extraction {ray['seconds']} s; {ray['workers_seen']} worker processes")
     if r.get("device_fallback"):
         text += f"\nWarning: ran on the {r['device_note']}."
+    if r.get("engine_note"):
+        text += f"\nWarning: {r['engine_note']}."
     if r["failed"]:
         text += f"\n{len(r['failed'])} images could not be read and were skipped:\n  " + "\n  ".join(r["failed"][:50])
     return text
