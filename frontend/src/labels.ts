@@ -39,6 +39,8 @@ export class Labels {
     this.el.append(this.info, this.classesEl, h('div', { class: 'typer' }, this.input, this.match), this.actions,
       h('div', { class: 'hint', text: 'Keys: a class name (or n, name) + Enter · 1–9 · Enter/A accept · j/k move · U undo',
         title: 'Type a class name, or its first letters, and Enter: a name no class has makes a new class. n (or /) goes to the field first, e.g. for a class that begins with a, s, j, k, u or f. 1–9: the numbered class. Enter or A: accept the prediction shown. S, j or ↓: skip; k or ↑: back. U or Ctrl+Z: undo the last labelling. F: show the image in the view. Esc: clear the selection.' }));
+    // A click on a class or action button leaves the keyboard to the page (Enter must not press it again).
+    this.el.addEventListener('click', (e) => { if ((e.target as HTMLElement).closest('button')) (document.activeElement as HTMLElement | null)?.blur?.(); });
     this.input.addEventListener('input', () => this.showMatch());
     this.input.addEventListener('keydown', (e) => this.inputKey(e));
     document.addEventListener('keydown', (e) => this.key(e));
@@ -192,6 +194,7 @@ export class Labels {
     if (this.bulk.key(e)) return;
     const t = e.target as HTMLElement | null;
     if (t && (t.tagName === 'INPUT' || t.tagName === 'SELECT' || t.tagName === 'TEXTAREA')) return;
+    if (e.key === 'Enter' && t && (t.tagName === 'BUTTON' || t.tagName === 'A')) return;  // it presses the focused button
     if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === 'z' || e.key === 'u') { e.preventDefault(); void this.undo(); return; }
     if (e.ctrlKey || e.metaKey || e.altKey) return;
     if (/^[1-9]$/.test(e.key)) { e.preventDefault(); this.digit(Number(e.key)); return; }
