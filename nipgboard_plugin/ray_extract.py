@@ -219,6 +219,7 @@ def extract_on_ray(backbone, key, root, todo, cache, batch_size, progress, shoul
     stream = _dataset(ray, root, todo, batch_size, backbone.preprocess, model_ref, device, workers, per_node,
                       use_gpu)
     devices, seen, failed = set(), set(), []
+    delivered = np.zeros(len(todo), bool)  # a batch retried after its first result arrived counts once
     t0 = time.time()
     done = 0
     batches = iter(stream.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2))
@@ -226,7 +227,9 @@ def extract_on_ray(backbone, key, root, todo, cache, batch_size, progress, shoul
         progress(Progress(0, len(todo), 0.0, f"{where}, {'cuda' if use_gpu else 'cpu'}"))
     try:
         for batch in _stream(batches, address):
-            idx, errors, vec = batch["index"], batch["error"], batch["vec"]
+            new = ~delivered[batch["index"]]
+            idx, errors, vec = batch["index"][new], batch["error"][new], batch["vec"][new]
+            delivered[idx] = True
             good = np.array([not e for e in errors], dtype=bool)
             hashes = [todo[i][0] for i in idx[good]]
             bad = [(int(i), todo[i][0], str(e)) for i, e in zip(idx[~good], errors[~good])]
