@@ -79,6 +79,8 @@ def test_pipeline_adapts_to_the_labels_there_are(tmp_path):
     assert notes == ["project: no labels yet, so the projection was made without labels (unsupervised)",
                      "predict: skipped, no labels yet: label images of at least two classes, then predict"]
     assert _adapt("cluster", {"network": "x"}, {}, notes) == {"network": "x"}
+    zeroshot = dict(predict, method="zeroshot")
+    assert _adapt("predict", zeroshot, {}, notes) == zeroshot  # class names, no labels needed
     pca = dict(project, method="pca")
     assert _adapt("project", pca, {}, []) == pca  # PCA never uses labels
 

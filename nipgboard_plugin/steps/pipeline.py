@@ -76,7 +76,7 @@ def _adapt(name, params, classes, notes):
     if name == "project" and params.get("mode") != "unsupervised" and params.get("method") == "umap":
         notes.append(f"project: {why}, so the projection was made without labels (unsupervised)")
         return dict(params, mode="unsupervised", fit_on=None)
-    if name == "predict":
+    if name == "predict" and params.get("method") != "zeroshot":  # zero-shot labels from class names alone
         notes.append(f"predict: skipped, {why}: label images of at least two classes, then predict")
         return None
     return params
