@@ -171,7 +171,7 @@ export class NextPanel {
         } catch (e) { failed = `${network}: ${errorText(e)}`; }
         if (failed) break;
       }
-      if (run !== state.run) { this.busyRun = ''; return; }
+      if (run !== state.run) return;  // the other run's page prepares its own rounds
       state.nextNote = failed ? `Predictions not updated: ${failed}` : `Predicted every image from ${labelled} labels of ${counts.size} classes.`;
       if (failed) notices.toast(state.nextNote, 6000);
       else {
