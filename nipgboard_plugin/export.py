@@ -51,7 +51,7 @@ def export_csv(logdir, out, networks=None, low_confidence=0.6):
     notes = []
     if networks:
         classes, probas, cps, cl, notes, _stale = review._network_predictions(logdir, list(networks), inp.image_ids)
-        d = review.doubt_from_probas(probas, cps, low_confidence)
+        d = review.doubt_from_probas(probas, cps, low_confidence, review.truth_codes(inp.labels, inp.roles, classes))
         consensus = np.array(classes, dtype=object)[d["consensus"]]
         conf = d["confidence"]
         flagged = d["flagged"] & (inp.roles == "pool")

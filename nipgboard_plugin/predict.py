@@ -13,13 +13,16 @@ Methods (all fitted on the *train* images only: labelled and not in the test spl
   over the train images). Not per-dimension standardisation: with a dozen train images the variance
   of each of 1,000+ dimensions is noise, and the features' length carries class information
   (faces vs non-faces: 0.93 pool accuracy standardised, 0.995 scaled as a whole).
+* ``standardised``: logistic regression (C = :data:`STANDARDISED_C`) on features standardised per
+  dimension (zero mean, unit variance over the train images): better on some photo sets, worse on others
+  (above), so ``auto`` weighs it by cross-validation like the rest.
 * ``ensemble``: the mean of the kNN and logistic-regression class probabilities.
 * ``all``: the mean of the kNN, logistic-regression and label-spreading class probabilities.
 * ``spread``: label spreading (Zhou et al. 2004) over the kNN graph of *all* images (train, test and
   pool, features L2-normalised and reduced by PCA), which lets unlabelled images carry labels along
   the data's structure.
 * ``cluster``: the paper's rule, read from the stored clusters (``nipgboard cluster`` first).
-* ``auto`` (default): scores ``logreg``, ``knn``, ``ensemble``, ``spread`` and ``all`` by stratified
+* ``auto`` (default): scores ``logreg``, ``standardised``, ``knn``, ``ensemble``, ``spread`` and ``all`` by stratified
   k-fold cross-validation on the train images. The best score wins unless a simpler method (earlier
   in that list) is within one standard error of it, measured on the paired per-image differences
   (Breiman's one-standard-error rule): with a dozen train images every method scores alike and the
@@ -48,9 +51,10 @@ import numpy as np
 from . import estimate
 from .errors import MissingStep, UserError
 
-METHODS = ("auto", "cluster", "knn", "logreg", "ensemble", "spread", "all")
+METHODS = ("auto", "cluster", "knn", "logreg", "standardised", "ensemble", "spread", "all")
 VOTE_METHOD = "logreg"  # how a network votes in a committee of networks (see the module docstring)
-AUTO_CANDIDATES = ("logreg", "knn", "ensemble", "spread", "all")  # simplest first: near-ties go to the earlier
+AUTO_CANDIDATES = ("logreg", "standardised", "knn", "ensemble", "spread", "all")  # simplest first: near-ties go to the earlier
+STANDARDISED_C = 1.0  # scikit-learn's default: per-dimension scaling already spreads the weights
 
 
 def _l2(X):
@@ -61,9 +65,9 @@ def _l2(X):
 class FeaturePredictor:
     """A classifier on feature vectors with ``fit(X, y)``, ``predict_proba(X)`` (columns = ``classes_``).
 
-    ``method`` is ``knn``, ``logreg`` or ``ensemble``; ``k`` the kNN neighbours, ``C`` the inverse
+    ``method`` is ``knn``, ``logreg``, ``standardised`` or ``ensemble``; ``k`` the kNN neighbours, ``C`` the inverse
     regularisation of the logistic regression. ``y`` holds class codes 0..n_classes-1.
-    Fitted attributes: ``classes_``, ``knn_``, ``logreg_`` (None when unused).
+    Fitted attributes: ``classes_``, ``knn_``, ``logreg_``, ``standardised_`` (None when unused).
     """
 
     def __init__(self, method="ensemble", k=10, C=10.0, random_state=0):
@@ -76,14 +80,14 @@ class FeaturePredictor:
         from sklearn.linear_model import LogisticRegression
         from sklearn.neighbors import KNeighborsClassifier
 
-        if self.method not in ("knn", "logreg", "ensemble"):
+        if self.method not in ("knn", "logreg", "standardised", "ensemble"):
             raise ValueError(f"unknown method {self.method!r}")
         X = np.asarray(X, dtype=np.float32)
         self.scale_ = float(max(np.linalg.norm(X, axis=1).mean(), 1e-12))
         y = np.asarray(y, dtype=np.int64)
         self.n_classes_ = int(n_classes if n_classes is not None else y.max() + 1)
         self.classes_ = np.arange(self.n_classes_)
-        self.knn_ = self.logreg_ = None
+        self.knn_ = self.logreg_ = self.standardised_ = None
         if self.method in ("knn", "ensemble"):
             # never more neighbours than half the smallest class: with few labels a large k votes for the
             # bigger classes
@@ -95,6 +99,15 @@ class FeaturePredictor:
                 self.logreg_ = LogisticRegression(C=float(self.C), max_iter=300, tol=1e-3,
                                                   random_state=self.random_state).fit(X / self.scale_, y)
             elif self.method == "logreg":
+                self.knn_ = KNeighborsClassifier(n_neighbors=1).fit(_l2(X), y)
+        if self.method == "standardised":
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+
+            if len(np.unique(y)) > 1:
+                self.standardised_ = make_pipeline(StandardScaler(), LogisticRegression(
+                    C=STANDARDISED_C, max_iter=300, tol=1e-3, random_state=self.random_state)).fit(X, y)
+            else:
                 self.knn_ = KNeighborsClassifier(n_neighbors=1).fit(_l2(X), y)
         return self
 
@@ -114,6 +127,8 @@ class FeaturePredictor:
                 probs.append(self._full(self.knn_, _l2(xb)))
             if self.logreg_ is not None:
                 probs.append(self._full(self.logreg_, xb / self.scale_))
+            if self.standardised_ is not None:
+                probs.append(self._full(self.standardised_, xb))
             parts.append(np.mean(probs, axis=0))
         return np.vstack(parts) if parts else np.zeros((0, self.n_classes_))
 
@@ -204,12 +219,12 @@ def cross_validate(X, y, n_classes, candidates=AUTO_CANDIDATES, k=10, C=10.0, ra
     oof = {m: np.zeros((len(y), n_classes)) for m in candidates}
     for tr, va in folds:
         base = {}
-        for m in ("knn", "logreg"):
-            if m in candidates or "ensemble" in candidates or "all" in candidates:
+        for m in ("knn", "logreg", "standardised"):
+            if m in candidates or (m != "standardised" and ("ensemble" in candidates or "all" in candidates)):
                 base[m] = FeaturePredictor(m, k=k, C=C, random_state=random_state).fit(
                     X[tr], y[tr], n_classes).predict_proba(X[va])
         for m in candidates:
-            if m in ("knn", "logreg"):
+            if m in ("knn", "logreg", "standardised"):
                 oof[m][va] = base[m]
             elif m == "ensemble":
                 oof[m][va] = (base["knn"] + base["logreg"]) / 2

@@ -101,7 +101,7 @@ def write_projector(logdir, networks=None, max_points=MAX_POINTS, max_tile=MAX_T
     if pred_nets:
         try:
             classes, probas, cps, _clusters, _notes, _stale = review._network_predictions(logdir, pred_nets, inp.image_ids)
-            d = review.doubt_from_probas(probas, cps)
+            d = review.doubt_from_probas(probas, cps, truth=review.truth_codes(inp.labels, inp.roles, classes))
             queue_flag = d["disagree"] | d["predictor_disagree"]
             cons = np.array(classes, dtype=object)[d["consensus"]]
         except UserError as exc:

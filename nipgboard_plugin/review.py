@@ -26,22 +26,50 @@ import numpy as np
 from .errors import InvalidParameter, MissingStep, NotFound, UserError
 
 
-def doubt_from_probas(probas, cluster_preds=None, low_confidence=0.6):
+def network_weights(probas, truth):
+    """Each network's weight in the consensus: all alike, or one network alone where that was right more often.
+
+    ``truth``: per row the expert's class code on the train images, -1 elsewhere. Their probabilities
+    are out-of-fold (:mod:`.predict`), so the consensus of each choice is scored on images no network
+    learnt from: the choice right most often wins, ties going to all networks alike. So the labels handed
+    out by several networks are as good as the best network's alone on the expert's labels, or better.
+    """
+    k = len(probas)
+    choices = [np.ones(k)] + [np.eye(k)[j] for j in range(k)] if k > 1 else [np.ones(1)]
+    truth = np.asarray(truth) if truth is not None else np.zeros(0)
+    train = np.flatnonzero(truth >= 0)
+    if len(choices) == 1 or len(train) == 0:
+        return choices[0]
+    scores = [float((np.tensordot(w, np.stack([p[train] for p in probas]), axes=1).argmax(axis=1)
+                     == truth[train]).mean()) for w in choices]
+    return choices[int(np.argmax(scores))]
+
+
+def truth_codes(labels, roles, classes):
+    """Class codes of the train images' expert labels, -1 elsewhere (for :func:`network_weights`)."""
+    col = {c: i for i, c in enumerate(classes)}
+    return np.array([col.get(lab, -1) if role == "train" else -1 for lab, role in zip(labels, roles)], dtype=np.int64)
+
+
+def doubt_from_probas(probas, cluster_preds=None, low_confidence=0.6, truth=None):
     """Consensus, doubt and flags from per-network class probabilities (same class order in each).
 
-    ``cluster_preds``: optional list (per network) of cluster-rule class codes (-1: none).
+    ``cluster_preds``: optional list (per network) of cluster-rule class codes (-1: none). ``truth``
+    (see :func:`network_weights`) weighs the networks; networks of weight 0 vote but neither make the
+    consensus nor dissent from it.
     """
     probas = [np.asarray(p, dtype=np.float64) for p in probas]
     if not probas:
         raise ValueError("no predictions")
     n, k = probas[0].shape
-    mean = np.mean(probas, axis=0)
+    weights = network_weights(probas, truth)
+    mean = np.tensordot(weights / weights.sum(), np.stack(probas), axes=1)
     votes = np.stack([p.argmax(axis=1) for p in probas], axis=1)  # (n, networks)
     counts = np.zeros((n, k))
     for j in range(votes.shape[1]):
-        counts[np.arange(n), votes[:, j]] += 1
+        counts[np.arange(n), votes[:, j]] += weights[j]
     consensus = (counts + 1e-3 * mean).argmax(axis=1)
-    dissent = votes != consensus[:, None]
+    dissent = (votes != consensus[:, None]) & (weights > 0)[None, :]
     p_cons = mean[np.arange(n), consensus]
     predictor = np.zeros(n, dtype=bool)
     if cluster_preds is not None:
@@ -54,7 +82,7 @@ def doubt_from_probas(probas, cluster_preds=None, low_confidence=0.6):
     return {
         "consensus": consensus, "votes": votes, "dissent": dissent, "disagree": disagree,
         "predictor_disagree": predictor, "low_confidence": low, "confidence": p_cons,
-        "doubt": 1.0 - p_cons, "flagged": disagree | predictor | low,
+        "doubt": 1.0 - p_cons, "flagged": disagree | predictor | low, "weights": weights,
     }
 
 
@@ -115,7 +143,11 @@ def review_queue(logdir, networks=None, include_labelled=False, low_confidence=0
     networks = list(dict.fromkeys(networks))
     inp = results.load_inputs(logdir, features=False)
     classes, probas, cluster_preds, clusters, notes, stale = _network_predictions(logdir, networks, inp.image_ids)
-    d = doubt_from_probas(probas, cluster_preds, low_confidence)
+    d = doubt_from_probas(probas, cluster_preds, low_confidence, truth_codes(inp.labels, inp.roles, classes))
+    if d["weights"].min() == 0:
+        alone = networks[int(d["weights"].argmax())]
+        notes.append(f"the consensus is {alone}'s alone: on the expert's labels it was right more often "
+                     "than the networks together")
     unlabelled = inp.roles == "pool"
     cons_label = np.array(classes, dtype=object)[d["consensus"]]
     if include_labelled:
@@ -161,6 +193,7 @@ def review_queue(logdir, networks=None, include_labelled=False, low_confidence=0
         "predictor_disagreements": int((d["predictor_disagree"] & pool).sum()),
         "low_confidence": int((d["low_confidence"] & pool).sum()),
         "contradicted_labels": int(contradicted.sum()),
+        "weights": dict(zip(networks, d["weights"].tolist())),
         "queue_length": int(total), "shown": len(items), "items": items, "notes": notes,
         "stale": stale,  # networks whose predictions predate the latest label changes
     }

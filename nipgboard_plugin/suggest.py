@@ -390,6 +390,16 @@ def suggest_for_dataset(run_dir, networks=None, n=50, random_state=0, typical="k
     labels = [given.get(int(i)) for i in ids]
     notes = []
     classes, probas, predicted = current_predictions(run_dir, networks, ids, notes)
+    if len(probas) > 1:
+        from .review import network_weights
+
+        col = {c: i for i, c in enumerate(classes)}
+        weights = network_weights(probas, np.array([col.get(v, -1) if v is not None else -1 for v in labels]))
+        if weights.min() == 0:
+            keep = int(weights.argmax())
+            notes.append(f"{predicted[keep]} alone judges: on the expert's labels it was right more often than "
+                         "the networks together")
+            probas, predicted = [probas[keep]], [predicted[keep]]
     stage("choosing the images")
     s = suggest(X, n, labels=labels, probas=probas, classes=classes, networks=predicted,
                 random_state=random_state, typical=typical)

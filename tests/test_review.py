@@ -213,3 +213,28 @@ def test_labelled_images_the_networks_contradict_and_stale_predictions(tiny):
     assert q["stale"] == [A, B] and q["contradicted_labels"] == 0
     assert len(q["notes"]) == 2 and all("labels changed since its predictions" in n for n in q["notes"])
     assert f"nipgboard predict {logdir} --network {A}" in q["notes"][0]
+
+
+def test_several_networks_are_never_worse_than_the_best_alone():
+    """The consensus weighs networks on the expert's labels: a network that is mostly wrong there does not
+    drag the labels handed out below the good network's; two networks that are both good stay together."""
+    rng = np.random.default_rng(0)
+    n, k = 400, 3
+    truth = rng.integers(0, k, n)
+    good = np.full((n, k), 0.1)
+    good[np.arange(n), truth] = 0.8
+    good[:40] = np.roll(good[:40], 1, axis=1)                # 10% wrong
+    bad = np.full((n, k), 0.05)
+    wrong = (truth + 1) % k
+    bad[np.arange(n), np.where(np.arange(n) % 2 == 0, wrong, truth)] = 0.9   # half wrong, and very sure
+    train = np.where(np.arange(n) < 200, truth, -1)
+    d = review.doubt_from_probas([good, bad], truth=train)
+    assert d["weights"].tolist() == [1.0, 0.0]
+    pool = np.arange(200, n)
+    assert (d["consensus"][pool] == truth[pool]).mean() == (good[pool].argmax(axis=1) == truth[pool]).mean()
+    assert not d["disagree"].any()                            # a network of weight 0 does not dissent
+    equal = review.doubt_from_probas([good, bad])             # without the expert's labels: as before
+    assert equal["weights"].tolist() == [1.0, 1.0] and equal["disagree"].any()
+    also_good = np.roll(good, -40, axis=0)                    # as good, wrong on other images
+    also_good[np.arange(n), truth] = np.maximum(also_good[np.arange(n), truth], 0.5)
+    assert review.doubt_from_probas([good, also_good], truth=train)["weights"].tolist() == [1.0, 1.0]
