@@ -41,6 +41,7 @@ TYPICAL = ("knn", "centroid")
 CHECK_CONFIDENCE = 0.5     # a suggested image predicted at least this sure is a 'check' (accept or fix)
 RECHECK_CONFIDENCE = 0.9   # an expert label the networks contradict at least this sure is worth a second look
 RECHECK_SHARE = 0.1        # at most this share of a round goes to second looks
+WHAT = {"label": "label it", "check": "check the prediction", "recheck": "check your label"}
 
 
 @dataclass
@@ -418,7 +419,7 @@ def suggest_for_dataset(run_dir, networks=None, n=50, random_state=0, typical="k
 
 
 def write_csv(out, items):
-    """``path,label`` rows, the label empty, for the expert to fill in (every field quoted)."""
+    """``path,label,...`` rows, the label empty, for the expert to fill in (every field quoted)."""
     import csv
     import io
     from pathlib import Path
@@ -432,8 +433,12 @@ def write_csv(out, items):
         raise UserError(f"{out} is a folder: give a file name for the CSV, e.g. {out / 'next.csv'}")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
-    w.writerow(["path", "label"])
+    # label first after the path, as `label --csv` reads it; the other columns only help to fill it in
+    w.writerow(["path", "label", "what", "prediction", "confidence", "reason"])
     for it in items:
-        w.writerow([neutralise(str(it["path"])), ""])
+        conf = it.get("confidence")
+        w.writerow([neutralise(str(it["path"])), "", WHAT.get(it.get("kind"), ""),
+                    neutralise(str(it.get("prediction") or "")), "" if conf is None else f"{conf:.2f}",
+                    neutralise(str(it["reason"]))])
     atomic.write_text(out, buf.getvalue())
     return str(out)

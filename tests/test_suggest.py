@@ -96,8 +96,10 @@ def test_the_csv_goes_out_and_comes_back_with_its_labels(digits, tmp_path, capsy
     rc, r = run(capsys, "suggest", L, "-n", 8, "--out", out)
     assert rc == 0 and r["out"] == str(out)
     raw = out.read_text()
-    assert raw.splitlines()[0] == '"path","label"' and raw.count("\n") == 9
+    assert raw.splitlines()[0] == '"path","label","what","prediction","confidence","reason"' and raw.count("\n") == 9
     rows = list(csv.reader(open(out)))[1:]
+    assert [row[2:] for row in rows] == [["label it", "", "", it["reason"]] for it in r["items"]]
+    rows = [row[:2] for row in rows]
     assert [p for p, _ in rows] == [it["path"] for it in r["items"]] and all(lab == "" for _, lab in rows)
     # The expert fills in all labels but one.
     done = tmp_path / "next_done.csv"
