@@ -14,8 +14,10 @@ UMAP's numba code is compiled the first time it runs in a process (tens of secon
 :func:`warm_up` pays that once; a long-lived process calls it at start and every later fit and
 transform in the same process runs at full speed.
 
-:func:`project_dataset` is the stage: it fits on the train images of a dataset (train and unlabelled
-images for ``mode='semi-supervised'``), transforms the rest and stores coordinates and model.
+:func:`project_dataset` is the stage: it fits on the train images of a dataset and, by default, a seeded
+random sample of the unlabelled pool (``fit_on='train+sample'``, the pool as label -1: with few labels a
+fit on the labelled images alone places the pool in a smear between labelled islands), transforms the
+rest and stores coordinates and model. ``bench/view.py`` measures the choices.
 """
 import sys
 import threading
@@ -213,33 +215,64 @@ def encode_labels(labels, classes):
     return np.array([index.get(lab, -1) if lab is not None else -1 for lab in labels], dtype=np.int64)
 
 
-def fit_set_mask(roles, mode, fit_on=None):
-    """Which images the projection is fitted on.
+FIT_ON = ("train", "train+sample", "train+pool")
+# Unlabelled images a train+sample fit takes from the pool (bench/view.py: at 10,000 images a 5,000 sample
+# sets the pool's groups apart nearly as well as the whole pool, at a fraction of the cost at 70,000).
+DEFAULT_POOL_SAMPLE = 5000
 
-    supervised: the train images (labelled, not test); semi-supervised: train and unlabelled pool
-    images (the pool as label -1); unsupervised: the train images, or train and pool with
-    ``fit_on='train+pool'`` (chosen automatically when no image is labelled). Test images are never
-    in the fit set, so test metrics stay honest.
+
+def default_fit_on(roles, mode):
+    """The fit set when none is asked for, and why: train plus a sample of the pool whenever there is a pool.
+
+    The pool's own neighbourhoods then shape the space (as unlabelled, -1, in a supervised fit), so its groups
+    stand apart; a fit on the labelled images alone places the pool only by ``transform``.
+    """
+    roles = np.asarray(roles, dtype=object)
+    n_train, n_pool = int((roles == "train").sum()), int((roles == "pool").sum())
+    if n_pool == 0:
+        return "train", "no unlabelled images"
+    if mode == "semi-supervised":
+        return "train+pool", "semi-supervised: every unlabelled image joins the fit"
+    if n_train == 0:
+        return "train+sample", "no labelled train images"
+    return "train+sample", (f"{n_train} labelled train images and {n_pool} unlabelled: unlabelled images in the "
+                            "fit set their groups apart")
+
+
+def fit_set_mask(roles, mode, fit_on=None, pool_sample=DEFAULT_POOL_SAMPLE, random_state=0):
+    """Which images the projection is fitted on, and the fit set's name.
+
+    ``train``: the train images (labelled, not test); ``train+pool``: train and every unlabelled pool
+    image (the pool as label -1 for a supervised or semi-supervised fit); ``train+sample``: train and a
+    random ``pool_sample`` of the pool (all of it when it is smaller), drawn with ``random_state``.
+    ``fit_on=None`` chooses by :func:`default_fit_on`. Test images are never in the fit set, so test
+    metrics stay honest.
     """
     roles = np.asarray(roles, dtype=object)
     if fit_on is None:
-        if mode == "semi-supervised":
-            fit_on = "train+pool"
-        elif mode == "unsupervised" and not (roles == "train").any():
-            fit_on = "train+pool"
-        else:
-            fit_on = "train"
+        fit_on = default_fit_on(roles, mode)[0]
+    if fit_on not in FIT_ON:
+        raise ValueError(f"fit_on must be one of {', '.join(FIT_ON)}")
+    train, pool = roles == "train", roles == "pool"
     if fit_on == "train":
-        return roles == "train", fit_on
+        return train, fit_on
     if fit_on == "train+pool":
-        return (roles == "train") | (roles == "pool"), fit_on
-    raise ValueError("fit_on must be 'train' or 'train+pool'")
+        return train | pool, fit_on
+    if pool_sample is None or int(pool_sample) < 1:
+        raise ValueError("pool_sample must be a positive number of images")
+    idx = np.flatnonzero(pool)
+    rng = np.random.default_rng(0 if random_state is None else int(random_state))
+    mask = train.copy()
+    mask[np.sort(rng.permutation(idx)[: int(pool_sample)])] = True
+    return mask, fit_on
 
 
-def project_dataset(logdir, network_id, mode="supervised", fit_on=None, inputs=None, **params):
+def project_dataset(logdir, network_id, mode="supervised", fit_on=None, pool_sample=DEFAULT_POOL_SAMPLE, inputs=None,
+                    **params):
     """Fit a :class:`Projection` on a dataset's features, place every image, store the result.
 
-    Returns a summary dict (counts, timings, parameters). Raises :class:`UserError` for what the user
+    ``fit_on`` and ``pool_sample``: see :func:`fit_set_mask`. Returns a summary dict (counts, timings,
+    parameters, ``notes``: which images the fit saw and why). Raises :class:`UserError` for what the user
     must fix first (no features, no labels for a supervised fit, one class, too few images).
     """
     from . import results
@@ -258,7 +291,13 @@ def project_dataset(logdir, network_id, mode="supervised", fit_on=None, inputs=N
             raise UserError(
                 f"A {mode} projection needs at least two classes; the train images are all labelled "
                 f"{classes[0]!r}. Label images of another class, or use --unsupervised.")
-    fit_mask, fit_on = fit_set_mask(inp.roles, mode if method == "umap" else "unsupervised", fit_on)
+    fit_mode = mode if method == "umap" else "unsupervised"
+    asked = fit_on
+    try:
+        fit_mask, fit_on = fit_set_mask(inp.roles, fit_mode, fit_on, pool_sample, params.get("random_state", 0))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    notes = [_fit_note(inp.roles, fit_mask, fit_on, asked, fit_mode)]
     if not fit_mask.any():
         raise UserError(f"No images to fit the projection on in {logdir} (fit set: {fit_on}).")
     y = None
@@ -283,6 +322,8 @@ def project_dataset(logdir, network_id, mode="supervised", fit_on=None, inputs=N
         "mode": mode if method == "umap" else "unsupervised",
         "fit_on": fit_on,
         "params": proj.get_params(),
+        "pool_sample": int(pool_sample) if fit_on == "train+sample" else None,
+        "notes": notes,
         "classes": [str(c) for c in classes],
         "n_fit": int(fit_mask.sum()),
         "n_transformed": int((~fit_mask).sum()),
@@ -298,8 +339,23 @@ def project_dataset(logdir, network_id, mode="supervised", fit_on=None, inputs=N
         "fit_on": fit_on, "images": int(len(inp.image_ids)), "roles": counts,
         "fitted": meta["n_fit"], "transformed": meta["n_transformed"],
         "seconds_fit": meta["seconds_fit"], "seconds_transform": meta["seconds_transform"],
-        "params": meta["params"], "token": meta["token"],
+        "params": meta["params"], "token": meta["token"], "notes": notes,
     }
+
+
+def _fit_note(roles, fit_mask, fit_on, asked, mode):
+    """One line: which images the fit saw, and why (the default's reason, or 'as asked')."""
+    train, pool = roles == "train", roles == "pool"
+    n_pool_fit = int((fit_mask & pool).sum())
+    seen = f"{int((fit_mask & train).sum())} train images"
+    if fit_on != "train":
+        unlabelled = "unlabelled" if mode == "unsupervised" else "unlabelled (as unknown)"
+        share = "all" if n_pool_fit == int(pool.sum()) else "a random"
+        seen += f" and {share} {n_pool_fit} of {int(pool.sum())} {unlabelled}"
+    why = "as asked" if asked else f"the default: {default_fit_on(roles, mode)[1]}"
+    left = int((~fit_mask).sum())
+    placed = f"; the other {left} placed by transform" if left else ""
+    return f"fitted on {seen} ({fit_on}, {why}){placed}"
 
 
 # -- grid search -----------------------------------------------------------------------------------

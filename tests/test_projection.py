@@ -55,8 +55,9 @@ def test_too_few_images_for_n_neighbors():
 
 def test_project_dataset_stores_coordinates_and_model(faces, tmp_path):
     ds = copy_dataset(faces, tmp_path)
-    r = projection.project_dataset(ds["logdir"], "efficientnet_lite0", **FAST)
+    r = projection.project_dataset(ds["logdir"], "efficientnet_lite0", fit_on="train", **FAST)
     assert r["fitted"] == 48 and r["transformed"] == 152 and r["mode"] == "supervised"
+    assert r["notes"] == ["fitted on 48 train images (train, as asked); the other 152 placed by transform"]
     arrays, meta = results.load_result(ds["logdir"], "efficientnet_lite0", "projection")
     assert arrays["coords"].shape == (200, 3) and arrays["in_fit"].sum() == 48
     model = results.load_projection_model(ds["logdir"], "efficientnet_lite0")
@@ -75,7 +76,7 @@ def test_bad_input_says_what_to_do_and_writes_nothing(faces, tmp_path):
     logdir = ds["logdir"]
     path = results.result_path(logdir, "efficientnet_lite0", "projection")
     with pytest.raises(UserError, match="--n-neighbors"):
-        projection.project_dataset(logdir, "efficientnet_lite0", n_neighbors=60)
+        projection.project_dataset(logdir, "efficientnet_lite0", fit_on="train", n_neighbors=60)
     assert not path.exists()
     with pytest.raises(UserError, match="nipgboard embed"):
         projection.project_dataset(logdir, "efficientnet_lite1")
@@ -91,7 +92,8 @@ def test_bad_input_says_what_to_do_and_writes_nothing(faces, tmp_path):
         projection.project_dataset(logdir, "efficientnet_lite0", **FAST)
     assert not path.exists()
     r = projection.project_dataset(logdir, "efficientnet_lite0", mode="unsupervised", **FAST)
-    assert r["fit_on"] == "train+pool" and r["fitted"] == 200  # no labels: every image is unlabelled
+    assert r["fit_on"] == "train+sample" and r["fitted"] == 200  # no labels: every image is unlabelled
+    assert "no labelled train images" in r["notes"][0]
 
 
 def test_grid_search_uses_train_images_only(digits):
@@ -114,3 +116,85 @@ def test_importing_umap_does_not_import_tensorflow():
             "u.UMAP(n_components=3); print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- the fit set: train plus a sample of the unlabelled pool ----------------------------------------------
+
+def _pool_knn(Y, y, k=10):
+    """Leave-one-out k-NN accuracy of the true class among the given points (what a lasso around a group gets)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    idx = NearestNeighbors(n_neighbors=k + 1).fit(Y).kneighbors(Y, return_distance=False)[:, 1:]
+    votes = np.stack([(y[idx] == c).sum(axis=1) for c in np.unique(y)], axis=1)
+    return float((np.unique(y)[votes.argmax(axis=1)] == y).mean())
+
+
+def test_a_pool_sample_in_the_fit_sets_unlabelled_groups_apart_with_few_labels(digits):
+    """Three labels per class: fitted on them alone, the unlabelled digits are placed by transform between
+    the labelled islands; with a sample of the pool in the fit their own groups stand apart."""
+    ids, X = load_features(digits["logdir"], "mobilenet_v2")
+    inp = results.load_inputs(digits["logdir"], features=False)
+    truth = np.array([digits["truth"][p] for p in inp.paths])
+    gains = []
+    for seed in (0, 1):
+        rng = np.random.default_rng(seed)
+        roles = np.array(["pool"] * len(truth), dtype=object)
+        for c in np.unique(truth):
+            roles[rng.choice(np.flatnonzero(truth == c), 3, replace=False)] = "train"
+        y = projection.encode_labels(np.where(roles == "train", truth, None), sorted(set(truth)))
+        pool = roles == "pool"
+        scores = {}
+        for fit_on in ("train", "train+sample"):
+            fit, _ = projection.fit_set_mask(roles, "supervised", fit_on, pool_sample=120, random_state=seed)
+            p = projection.Projection(random_state=seed, n_epochs=60, n_neighbors=10).fit(X[fit], y[fit])
+            Y = np.zeros((len(X), 3), np.float32)
+            Y[fit] = p.embedding_
+            Y[~fit] = p.transform(X[~fit])
+            scores[fit_on] = _pool_knn(Y[pool], truth[pool])
+        gains.append(scores["train+sample"] - scores["train"])
+        print(seed, scores)
+    assert min(gains) > 0.03, gains
+
+
+def test_the_pool_sample_is_reproducible_and_never_takes_test_images():
+    roles = np.array(["train"] * 20 + ["test"] * 10 + ["pool"] * 70, dtype=object)
+    a, name = projection.fit_set_mask(roles, "supervised", "train+sample", pool_sample=30, random_state=4)
+    b, _ = projection.fit_set_mask(roles, "supervised", "train+sample", pool_sample=30, random_state=4)
+    c, _ = projection.fit_set_mask(roles, "supervised", "train+sample", pool_sample=30, random_state=5)
+    np.testing.assert_array_equal(a, b)
+    assert name == "train+sample" and a.sum() == 50 and (a != c).any()
+    assert a[:20].all() and not a[20:30].any() and a[30:].sum() == 30
+    everything, _ = projection.fit_set_mask(roles, "supervised", "train+sample", pool_sample=500)
+    np.testing.assert_array_equal(everything, roles != "test")
+    # The default: a sample of the pool when there is one (semi-supervised: all of it); train alone when none.
+    assert projection.fit_set_mask(roles, "supervised")[1] == "train+sample"
+    assert projection.fit_set_mask(roles, "unsupervised")[1] == "train+sample"
+    assert projection.fit_set_mask(roles, "semi-supervised")[1] == "train+pool"
+    assert projection.fit_set_mask(roles[:30], "supervised")[1] == "train"
+    with pytest.raises(ValueError, match="fit_on"):
+        projection.fit_set_mask(roles, "supervised", "pool")
+    with pytest.raises(ValueError, match="pool_sample"):
+        projection.fit_set_mask(roles, "supervised", "train+sample", pool_sample=0)
+
+
+def test_default_fit_places_every_image_and_says_which_fit(faces, tmp_path):
+    from nipgboard_plugin import steps
+    from nipgboard_plugin.errors import InvalidParameter
+
+    ds = copy_dataset(faces, tmp_path)
+    step = steps.get("project")
+    p = step.clean({"network": "efficientnet_lite0", "pool_sample": "50", "n_epochs": "60", "n_neighbors": "10",
+                    "projector": False}, ds["logdir"], face="web")
+    assert p["mode"] == "supervised" and p["fit_on"] is None and p["pool_sample"] == 50
+    r = step.run(steps.Context(), ds["logdir"], p)
+    assert r["fit_on"] == "train+sample" and r["fitted"] == 48 + 50 and r["transformed"] == 200 - 98
+    assert r["notes"][0].startswith("fitted on 48 train images and a random 50 of 140 unlabelled (as unknown) "
+                                    "(train+sample, the default: 48 labelled train images and 140 unlabelled")
+    assert "placed by transform" in step.render(r) and "train+sample" in step.render(r)
+    arrays, meta = results.load_result(ds["logdir"], "efficientnet_lite0", "projection")
+    assert arrays["in_fit"].sum() == 98 and meta["pool_sample"] == 50
+    coords = arrays["coords"]
+    assert coords.shape == (200, 3) and np.isfinite(coords).all() and (np.abs(coords).sum(axis=1) > 0).all()
+    for bad in ({"pool_sample": 0}, {"pool_sample": "many"}, {"fit_on": "pool"}):
+        with pytest.raises(InvalidParameter):
+            step.clean(dict({"network": "efficientnet_lite0"}, **bad), ds["logdir"], face="web")

@@ -1,8 +1,10 @@
-"""project: UMAP (or PCA) of a network's features to 2-D or 3-D, fitted on the train images.
+"""project: UMAP (or PCA) of a network's features to 2-D or 3-D, fitted on the train images and (by default)
+a random sample of the unlabelled ones, every other image placed in it.
 
 The UMAP options are declared here once; :class:`..projection.Projection` passes them to umap-learn.
 """
 from ..params import Param
+from ..projection import DEFAULT_POOL_SAMPLE, FIT_ON
 from . import NETWORK, PROJECTOR, SEED, Step, register, with_projector
 
 METRICS = ("euclidean", "cosine", "manhattan", "correlation")
@@ -23,8 +25,12 @@ PARAMS = (
     Param("mode", "choice", "supervised", choices=("supervised", "semi-supervised", "unsupervised"),
           choice_flags=True, help="fit with the train labels, with them and the unlabelled images (as -1), "
                                   "or without labels"),
-    Param("fit_on", "choice", None, choices=("train", "train+pool"),
-          help="images the fit sees (default: train; train+pool for semi-supervised)"),
+    Param("fit_on", "choice", None, choices=FIT_ON,
+          help="images the fit sees: the train images, plus a random sample of the unlabelled ones (pool_sample), "
+               "or plus all of them (default: train+sample when there are unlabelled images; train+pool for "
+               "semi-supervised)"),
+    Param("pool_sample", "int", DEFAULT_POOL_SAMPLE, 1, 10_000_000,
+          help="unlabelled images a train+sample fit takes (at random, by the seed); the rest are placed in the fit"),
     Param("method", "choice", "umap", choices=("umap", "pca"), help="UMAP, or PCA (fast)"),
     Param("n_components", "int", 3, 2, 3, flag="--dims", help="dimensions of the view"),
     *UMAP_OPTIONS,
@@ -39,14 +45,16 @@ def run(ctx, run_dir, p):
     from ..projection import project_dataset
 
     ctx.stage("projecting")
-    options = {k: v for k, v in p.items() if k not in ("network", "mode", "fit_on", "projector")}
-    result = project_dataset(run_dir, p["network"], mode=p["mode"], fit_on=p["fit_on"], **options)
+    options = {k: v for k, v in p.items() if k not in ("network", "mode", "fit_on", "pool_sample", "projector")}
+    result = project_dataset(run_dir, p["network"], mode=p["mode"], fit_on=p["fit_on"], pool_sample=p["pool_sample"],
+                             **options)
     return with_projector(run_dir, p, result, ctx)
 
 
 def render(r):
     s = (f"{r['network']}: {r['method']} {r['mode']} {r['dims']}-D, fitted on {r['fitted']} images ({r['fit_on']}) in "
          f"{r['seconds_fit']}s, {r['transformed']} more placed in {r['seconds_transform']}s")
+    s += "".join(f"\n  {n}" for n in r.get("notes", []))
     return s + render_projector_note(r)
 
 
@@ -63,7 +71,7 @@ def render_projector_note(r):
 
 
 STEP = register(Step(
-    "project", "UMAP (or PCA) of a network's features to 2-D/3-D, fitted on the train images, every other "
-               "image placed in it",
+    "project", "UMAP (or PCA) of a network's features to 2-D/3-D, fitted on the train images and a sample of "
+               "the unlabelled ones, every other image placed in it",
     params=PARAMS, run=run, render=render, needs=("embed",), produces=("projection",),
     module="nipgboard_plugin.projection"))
