@@ -4,8 +4,12 @@ cached by the weights file's hash, and `predict` (with the reason shown) where t
 Weights are made here (a MobileNetV2 whose batch-norm statistics are measured on Pillow images, so
 its features are of order one) and saved under Keras's official file name: nothing downloads.
 """
+import json
 import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +21,7 @@ from nipgboard_plugin.dataset import ingest
 from nipgboard_plugin.features import embed
 from nipgboard_plugin.steps.embed import render
 
+REPO = Path(__file__).resolve().parent.parent
 keras = pytest.importorskip("keras")
 if keras.backend.backend() != "tensorflow":
     pytest.skip(f"Keras runs on {keras.backend.backend()} in this process, these tests need "
@@ -151,3 +156,25 @@ def test_failed_export_runs_predict_and_embed_says_why(homes, tmp_path, monkeypa
     exported = b.engine()
     assert exported.kind == "onnxruntime" and exported.exported and exported.engine_note == ""
     assert np.abs(exported.run(x) - expected).max() < 1e-4
+
+
+def test_another_backend_runs_predict_and_says_why(homes, tmp_path):
+    """Keras on torch (KERAS_BACKEND or keras.json) cannot export: predict runs, the note says why."""
+    pytest.importorskip("torch")
+    model_path = tiny_keras_file(tmp_path / "tiny.keras")
+    code = f"""
+import json, numpy as np
+from nipgboard_plugin import backbones
+b = backbones.register_user_model({str(model_path)!r}, "tiny_torch_keras", input_size=(32, 32))
+engine = b.engine()
+x = b.preprocess.normalise(np.full((2, 32, 32, 3), 100, np.uint8))
+print(json.dumps({{"kind": engine.kind, "note": engine.engine_note, "shape": list(engine.run(x).shape)}}))
+"""
+    env = {**os.environ, "KERAS_BACKEND": "torch", "NIPGBOARD_HOME": str(tmp_path / "home"),
+           "PYTHONWARNINGS": "ignore"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["kind"] == "keras" and got["shape"] == [2, 8]
+    assert "TensorFlow backend, not torch" in got["note"] and "KERAS_BACKEND" in got["note"]
