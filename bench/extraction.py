@@ -1,13 +1,17 @@
-"""Feature extraction speed: the whole path against the bare engine, and Keras `predict` for contrast.
+"""Feature extraction speed: the whole path against the bare engine, and Keras `predict` against ONNX Runtime.
 
     python bench/extraction.py [--network efficientnet_lite0] [--n 2000] [--batch-size 32]
-                               [--kind fashion|photo] [--keras mobilenetv2]
+                               [--kind fashion|photo] [--keras mobilenetv2[,vgg16,...]]
+                               [--keras-only] [--keras-images 64]
 
 - engine: ONNX Runtime on pre-decoded, pre-normalised tensors (no I/O), same batch size;
 - whole path: `embed` on a fresh dataset: read, decode, resize, normalise, inference, cache write;
-- Keras: `model.predict` of a Keras application (random weights: the speed is the same) when Keras
-  is installed.
-Goal: whole path at 85% or more of the engine's throughput.
+- Keras: for each application named (random weights: the speed is the same), `model.predict` and
+  the ONNX Runtime engine its export runs in, on the same batch: images/s, their ratio and the
+  largest feature difference (TensorFlow backend; `predict` alone on another backend).
+  `--keras vgg16,densenet201 --keras-only` compares just those.
+Goals: whole path at 85% or more of the engine's throughput; ONNX Runtime at 2x or more of Keras
+`predict`, features equal within 1e-4.
 """
 import argparse
 import os
@@ -22,6 +26,7 @@ from PIL import Image
 
 from demo import fashion_mnist
 from nipgboard_plugin import backbones
+from nipgboard_plugin.backbones.onnx_engine import usable_cpus
 from nipgboard_plugin.dataset import ingest
 from nipgboard_plugin.features import embed
 
@@ -55,26 +60,61 @@ def bare_engine_rate(backbone, batch_size, n):
     return n_batches * batch_size / (time.perf_counter() - t), getattr(engine, "kind", "?")
 
 
-def keras_predict_rate(app_name, batch_size, n):
+KERAS_NAMES = {"mobilenetv2": "keras_mobilenet_v2"}  # the rest: the backbone id is the name
+
+
+def keras_comparison(app_name, batch_size, n):
+    """Keras predict and ONNX Runtime on the same n images: a dict of figures, or a sentence why not."""
     import importlib.util
 
     if importlib.util.find_spec("tensorflow") is None:  # Keras 3 also runs on the installed torch
         os.environ.setdefault("KERAS_BACKEND", "torch")
+    from nipgboard_plugin.backbones.keras_apps import KerasEngine, import_keras
+    from nipgboard_plugin.backbones.keras_export import keras_engine
+
     try:
-        import keras
-    except ImportError:
-        return None, "Keras not installed (pip install keras, with tensorflow-cpu or KERAS_BACKEND=torch)"
-    apps = {"mobilenetv2": ("MobileNetV2", 224), "densenet201": ("DenseNet201", 224), "vgg16": ("VGG16", 224),
-            "efficientnetb0": ("EfficientNetB0", 224)}
-    name, size = apps[app_name]
-    model = getattr(keras.applications, name)(weights=None)
-    x = np.random.default_rng(0).random((batch_size, size, size, 3), dtype=np.float32)
-    model.predict(x, batch_size=batch_size, verbose=0)
-    n_batches = max(1, n // batch_size)
+        keras = import_keras()
+    except backbones.NetworkUnavailable as exc:
+        return str(exc)
+
+    b = backbones.get(KERAS_NAMES.get(app_name, app_name))
+    h, w = b.preprocess.size
+    x = b.preprocess.normalise(np.random.default_rng(0).integers(0, 256, (n, h, w, 3), dtype=np.uint8))
+    model = b.feature_model(None)
+    engines = {"predict": KerasEngine(model, b.info.feature_dim, batch_size)}
     t = time.perf_counter()
-    for _ in range(n_batches):
-        model.predict(x, batch_size=batch_size, verbose=0)
-    return n_batches * batch_size / (time.perf_counter() - t), f"keras {keras.__version__} ({keras.backend.backend()})"
+    if keras.backend.backend() == "tensorflow":
+        engines["onnxruntime"] = keras_engine(b.id, lambda: model, b.info.feature_dim, (h, w, 3),
+                                              batch_size_hint=batch_size)
+    export_s = time.perf_counter() - t
+    figures = {"backend": f"keras {keras.__version__} ({keras.backend.backend()})", "export_s": export_s}
+    out = {}
+    for engine in engines.values():
+        engine.run(x[:batch_size])  # warm-up: graph tracing, ONNX Runtime's first allocations
+    for _ in range(2):  # alternating rounds, best of each: other processes may share these cores
+        for name, engine in engines.items():
+            t = time.perf_counter()
+            out[name] = np.concatenate([engine.run(x[i:i + batch_size]) for i in range(0, n, batch_size)])
+            figures[name] = max(figures.get(name, 0.0), n / (time.perf_counter() - t))
+    if "onnxruntime" in out:
+        figures["kind"] = engines["onnxruntime"].kind
+        figures["ratio"] = figures["onnxruntime"] / figures["predict"]
+        figures["max_diff"] = float(np.abs(out["onnxruntime"] - out["predict"]).max())
+        figures["max_feature"] = float(np.abs(out["predict"]).max())
+    return figures
+
+
+def print_keras_comparison(app_name, batch_size, n):
+    f = keras_comparison(app_name, batch_size, n)
+    if isinstance(f, str):
+        print(f"  Keras {app_name}: {f}")
+        return
+    print(f"  Keras {app_name}, {n} images, batch {batch_size} [{f['backend']}, {usable_cpus()} cores]:")
+    print(f"    predict:      {f['predict']:7.2f} img/s")
+    if "onnxruntime" in f:
+        print(f"    {f['kind']}:  {f['onnxruntime']:7.2f} img/s  ({f['ratio']:.2f}x predict; export "
+              f"{f['export_s']:.0f} s once; max abs feature difference {f['max_diff']:.2g} "
+              f"on features up to {f['max_feature']:.2g})")
 
 
 def main():
@@ -83,10 +123,17 @@ def main():
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--kind", choices=["fashion", "photo"], default="fashion")
-    ap.add_argument("--keras", default="mobilenetv2", help="Keras application for contrast ('' to skip)")
+    ap.add_argument("--keras", default="mobilenetv2",
+                    help="Keras applications to compare, comma-separated ('' to skip)")
+    ap.add_argument("--keras-only", action="store_true", help="only the Keras comparison")
+    ap.add_argument("--keras-images", type=int, default=64, help="images in the Keras comparison")
     ap.add_argument("--work", default=str(REPO / "bench" / "out"))
     args = ap.parse_args()
 
+    if args.keras_only:
+        for app in filter(None, args.keras.split(",")):
+            print_keras_comparison(app.strip().lower(), args.batch_size, args.keras_images)
+        return
     work = Path(args.work)
     if args.kind == "fashion":
         images_dir, _, _ = fashion_mnist.write(work / f"fmnist-{args.n}", n=args.n)
@@ -117,9 +164,8 @@ def main():
     finally:
         shutil.rmtree(logdir, ignore_errors=True)
 
-    if args.keras:
-        rate, what = keras_predict_rate(args.keras, args.batch_size, min(args.n, 256))
-        print(f"  Keras predict, {args.keras}: " + (f"{rate:7.1f} img/s [{what}]" if rate else what))
+    for app in filter(None, args.keras.split(",")):
+        print_keras_comparison(app.strip().lower(), args.batch_size, args.keras_images)
 
 
 if __name__ == "__main__":
