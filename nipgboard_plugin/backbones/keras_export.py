@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 OPSET = 17
 # Accepted |onnx - predict| <= ATOL + RTOL * |predict|: float32 rounding, not another graph.
 ATOL = RTOL = 1e-4
-SLOWER = "Keras predict, which is several times slower"
+SLOWER = "Keras predict, about half as fast on a CPU"
 
 
 class ExportUnavailable(RuntimeError):
