@@ -27,8 +27,8 @@ from .errors import InvalidParameter, MissingStep
 from .feature_store import FeatureStore, cached_count, cached_per_network
 from .store import Store
 
-__all__ = ["FeaturesMissing", "Progress", "cached_count", "cached_per_network", "embed", "load_features",
-           "resolve_backbone"]
+__all__ = ["FeaturesMissing", "Progress", "cached_count", "cached_per_network", "embed", "extracting",
+           "load_features", "resolve_backbone"]
 
 
 class FeaturesMissing(MissingStep):
@@ -56,6 +56,25 @@ class Progress:
     @property
     def eta(self) -> float:
         return (self.total - self.done) / self.rate if self.rate > 0 else float("nan")
+
+
+_EXTRACTING = [0]             # extractions running in this process now
+_EXTRACTING_LOCK = threading.Lock()
+
+
+def extracting() -> bool:
+    """Whether this process is extracting features now (the job worker keeps its warm-up out of the way)."""
+    return _EXTRACTING[0] > 0
+
+
+class _Extraction:
+    def __enter__(self):
+        with _EXTRACTING_LOCK:
+            _EXTRACTING[0] += 1
+
+    def __exit__(self, *exc):
+        with _EXTRACTING_LOCK:
+            _EXTRACTING[0] -= 1
 
 
 def embed(logdir, network_id, batch_size=32, progress=None, should_stop=None, decode_threads=2,
@@ -100,11 +119,13 @@ def embed(logdir, network_id, batch_size=32, progress=None, should_stop=None, de
         if todo and on_ray:
             from .ray_extract import extract_on_ray
 
-            extract_on_ray(backbone, key, root, todo, cache, batch_size, progress, should_stop, result, device,
-                           ray.strip(), ray_workers)
+            with _Extraction():
+                extract_on_ray(backbone, key, root, todo, cache, batch_size, progress, should_stop, result, device,
+                               ray.strip(), ray_workers)
         elif todo:
-            _extract(backbone, key, root, todo, cache, batch_size, progress, should_stop, decode_threads, result,
-                     device)
+            with _Extraction():
+                _extract(backbone, key, root, todo, cache, batch_size, progress, should_stop, decode_threads,
+                         result, device)
         result["seconds"] = round(time.time() - started, 3)
         return result
     finally:

@@ -51,6 +51,7 @@ class Worker:
             stderr=None, env=env, start_new_session=True, text=True, bufsize=1)
         self.messages = queue.Queue()
         self.warm = None
+        self.warm_state = None
         self.started_at = time.time()
         threading.Thread(target=self._read, name="nipgboard-worker-reader", daemon=True).start()
 
@@ -66,6 +67,9 @@ class Worker:
                 continue
             if msg.get("op") == "warm":
                 self.warm = msg
+            if msg.get("op") == "warm_state":   # UMAP's background compile: waiting, compiling, yielding, done
+                self.warm_state = msg.get("state")
+                continue
             self.messages.put(msg)
         self.messages.put({"op": "exited"})
 
@@ -145,7 +149,8 @@ class JobManager:
         r = self.running
         return {
             "worker": None if w is None else {"pid": w.pid, "alive": w.alive(),
-                                              "warm": None if w.warm is None else w.warm.get("seconds") is not None},
+                                              "warm": None if w.warm is None else w.warm.get("seconds") is not None,
+                                              "warm_up": w.warm_state},
             "running": None if r is None else {"run": r.run_name, "id": r.job_id},
             "recovered": self.recovered,
         }

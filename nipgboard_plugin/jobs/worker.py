@@ -20,6 +20,7 @@ from ..errors import UserError
 from .kinds import run_kind, warm_up
 from .progress import JobCancelled, JobContext
 from .store import JobStore
+from .warmup import Activity, WarmUp
 
 logger = logging.getLogger("nipgboard")
 
@@ -139,19 +140,17 @@ def worker_main():
 
     threading.Thread(target=orphan_watch, name="nipgboard-orphan", daemon=True).start()
     send(op="ready", pid=os.getpid())
+    activity = Activity(pending=lambda: not commands.empty())
     if os.environ.get("NIPGBOARD_WARMUP", "1") != "0":
-        def warm():
-            try:
-                send(op="warm", seconds=warm_up())
-            except Exception as exc:  # noqa: BLE001
-                send(op="warm", error=str(exc))
-        threading.Thread(target=warm, name="nipgboard-warmup", daemon=True).start()
+        # UMAP's compile waits until no job runs, and yields to an extraction (see warmup.py).
+        WarmUp(warm_up, send, activity).start()
     while True:
         cmd = commands.get()
         if cmd.get("op") == "exit":
             break
         if cmd.get("op") == "run":
-            state = run_job(cmd["run_dir"], cmd["job_id"])
+            with activity.job():
+                state = run_job(cmd["run_dir"], cmd["job_id"])
             send(op="finished", run_dir=cmd["run_dir"], job_id=cmd["job_id"], state=state)
 
 
