@@ -14,10 +14,8 @@ UMAP's numba code is compiled the first time it runs in a process (tens of secon
 :func:`warm_up` pays that once; a long-lived process calls it at start and every later fit and
 transform in the same process runs at full speed.
 
-:func:`project_dataset` is the stage: it fits on the train images of a dataset and, by default, a seeded
-random sample of the unlabelled pool (``fit_on='train+sample'``, the pool as label -1: with few labels a
-fit on the labelled images alone places the pool in a smear between labelled islands), transforms the
-rest and stores coordinates and model. ``bench/view.py`` measures the choices.
+:func:`project_dataset` is the stage: it fits on the train images of a dataset (with few labels also a
+seeded sample of the unlabelled pool, :func:`default_fit_on`), transforms the rest and stores the result.
 """
 import sys
 import threading
@@ -216,16 +214,21 @@ def encode_labels(labels, classes):
 
 
 FIT_ON = ("train", "train+sample", "train+pool")
-# Unlabelled images a train+sample fit takes from the pool (bench/view.py: at 10,000 images a 5,000 sample
-# sets the pool's groups apart nearly as well as the whole pool, at a fraction of the cost at 70,000).
-DEFAULT_POOL_SAMPLE = 5000
+DEFAULT_POOL_SAMPLE = 5000  # bench/view.py: nearly as good as the whole pool in the fit, at a fraction of the cost
+# Below this share of labelled train images among train + pool, a supervised fit also takes a pool sample
+# (bench/view.py, 10,000 Fashion-MNIST images, 80% of the labelled ones train: the pool's 10-NN accuracy in
+# the view is higher with the sample at 0.5%, 2% and 8% labelled (a train share of 6.5%), as high or higher
+# without it at 15% (12.4%) and 30%).
+FEW_LABELS_SHARE = 0.1
 
 
 def default_fit_on(roles, mode):
-    """The fit set when none is asked for, and why: train plus a sample of the pool whenever there is a pool.
+    """The fit set when none is asked for, and why.
 
-    The pool's own neighbourhoods then shape the space (as unlabelled, -1, in a supervised fit), so its groups
-    stand apart; a fit on the labelled images alone places the pool only by ``transform``.
+    With few labels (or none, or without labels) train plus a sample of the pool: the pool's own
+    neighbourhoods then shape the space (as unlabelled, -1, in a supervised fit), so its groups stand apart;
+    a fit on the labelled images alone places the pool only by ``transform``. With many labels the labelled
+    images alone (the labels then shape the view best); semi-supervised: train and the whole pool.
     """
     roles = np.asarray(roles, dtype=object)
     n_train, n_pool = int((roles == "train").sum()), int((roles == "pool").sum())
@@ -235,8 +238,14 @@ def default_fit_on(roles, mode):
         return "train+pool", "semi-supervised: every unlabelled image joins the fit"
     if n_train == 0:
         return "train+sample", "no labelled train images"
-    return "train+sample", (f"{n_train} labelled train images and {n_pool} unlabelled: unlabelled images in the "
-                            "fit set their groups apart")
+    if mode == "unsupervised":
+        return "train+sample", "without labels, unlabelled images shape the view as much as labelled ones"
+    share = n_train / (n_train + n_pool)
+    counts = f"{n_train} labelled train images, {n_pool} unlabelled"
+    if share < FEW_LABELS_SHARE:
+        return "train+sample", (f"few labels ({counts}, under {FEW_LABELS_SHARE:.0%} labelled): unlabelled images "
+                                "in the fit set their groups apart")
+    return "train", f"many labels ({counts}, {FEW_LABELS_SHARE:.0%} or more labelled): they shape the view best"
 
 
 def fit_set_mask(roles, mode, fit_on=None, pool_sample=DEFAULT_POOL_SAMPLE, random_state=0):

@@ -166,8 +166,12 @@ def test_the_pool_sample_is_reproducible_and_never_takes_test_images():
     assert a[:20].all() and not a[20:30].any() and a[30:].sum() == 30
     everything, _ = projection.fit_set_mask(roles, "supervised", "train+sample", pool_sample=500)
     np.testing.assert_array_equal(everything, roles != "test")
-    # The default: a sample of the pool when there is one (semi-supervised: all of it); train alone when none.
-    assert projection.fit_set_mask(roles, "supervised")[1] == "train+sample"
+    # The default: with few labels (or without labels) a sample of the pool; with many, the labelled images
+    # alone; semi-supervised: all of the pool; train alone when there is no pool.
+    few = np.array(["train"] * 5 + ["test"] * 2 + ["pool"] * 93, dtype=object)
+    assert projection.fit_set_mask(few, "supervised")[1] == "train+sample"
+    assert roles[roles == "train"].size / roles[roles != "test"].size >= projection.FEW_LABELS_SHARE
+    assert projection.fit_set_mask(roles, "supervised")[1] == "train"
     assert projection.fit_set_mask(roles, "unsupervised")[1] == "train+sample"
     assert projection.fit_set_mask(roles, "semi-supervised")[1] == "train+pool"
     assert projection.fit_set_mask(roles[:30], "supervised")[1] == "train"
@@ -181,18 +185,32 @@ def test_default_fit_places_every_image_and_says_which_fit(faces, tmp_path):
     from nipgboard_plugin import steps
     from nipgboard_plugin.errors import InvalidParameter
 
+    from nipgboard_plugin.store import Store
+
     ds = copy_dataset(faces, tmp_path)
+    inp = results.load_inputs(ds["logdir"], features=False)
+    assert projection.default_fit_on(inp.roles, "supervised")[0] == "train"  # 48 of 188 labelled: many
+    keep = {c: 0 for c in ("face", "nonface")}
+    drop = []
+    for iid, lab, role in zip(inp.image_ids, inp.labels, inp.roles):
+        if role == "train":
+            keep[lab] += 1
+            if keep[lab] > 4:
+                drop.append((int(iid), None))
+    with Store(ds["logdir"]) as st:  # 8 labelled train images left: few
+        st.set_labels(drop)
     step = steps.get("project")
     p = step.clean({"network": "efficientnet_lite0", "pool_sample": "50", "n_epochs": "60", "n_neighbors": "10",
                     "projector": False}, ds["logdir"], face="web")
     assert p["mode"] == "supervised" and p["fit_on"] is None and p["pool_sample"] == 50
     r = step.run(steps.Context(), ds["logdir"], p)
-    assert r["fit_on"] == "train+sample" and r["fitted"] == 48 + 50 and r["transformed"] == 200 - 98
-    assert r["notes"][0].startswith("fitted on 48 train images and a random 50 of 140 unlabelled (as unknown) "
-                                    "(train+sample, the default: 48 labelled train images and 140 unlabelled")
+    assert r["fit_on"] == "train+sample" and r["fitted"] == 8 + 50 and r["transformed"] == 200 - 58
+    assert r["notes"][0].startswith("fitted on 8 train images and a random 50 of 180 unlabelled (as unknown) "
+                                    "(train+sample, the default: few labels (8 labelled train images, 180 "
+                                    "unlabelled, under 10% labelled)")
     assert "placed by transform" in step.render(r) and "train+sample" in step.render(r)
     arrays, meta = results.load_result(ds["logdir"], "efficientnet_lite0", "projection")
-    assert arrays["in_fit"].sum() == 98 and meta["pool_sample"] == 50
+    assert arrays["in_fit"].sum() == 58 and meta["pool_sample"] == 50
     coords = arrays["coords"]
     assert coords.shape == (200, 3) and np.isfinite(coords).all() and (np.abs(coords).sum(axis=1) > 0).all()
     for bad in ({"pool_sample": 0}, {"pool_sample": "many"}, {"fit_on": "pool"}):

@@ -4,7 +4,7 @@ a random sample of the unlabelled ones, every other image placed in it.
 The UMAP options are declared here once; :class:`..projection.Projection` passes them to umap-learn.
 """
 from ..params import Param
-from ..projection import DEFAULT_POOL_SAMPLE, FIT_ON
+from ..projection import DEFAULT_POOL_SAMPLE, FEW_LABELS_SHARE, FIT_ON
 from . import NETWORK, PROJECTOR, SEED, Step, register, with_projector
 
 METRICS = ("euclidean", "cosine", "manhattan", "correlation")
@@ -27,8 +27,8 @@ PARAMS = (
                                   "or without labels"),
     Param("fit_on", "choice", None, choices=FIT_ON,
           help="images the fit sees: the train images, plus a random sample of the unlabelled ones (pool_sample), "
-               "or plus all of them (default: train+sample when there are unlabelled images; train+pool for "
-               "semi-supervised)"),
+               f"or plus all of them (default: train+sample with under {FEW_LABELS_SHARE:.0%} of train and unlabelled "
+               "images labelled, or without labels; train with more; train+pool for semi-supervised)"),
     Param("pool_sample", "int", DEFAULT_POOL_SAMPLE, 1, 10_000_000,
           help="unlabelled images a train+sample fit takes (at random, by the seed); the rest are placed in the fit"),
     Param("method", "choice", "umap", choices=("umap", "pca"), help="UMAP, or PCA (fast)"),
