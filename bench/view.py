@@ -16,10 +16,12 @@ rest by ``transform``), ``semi/train+pool`` (the pool joins the fit as label -1)
 (train + a random N of the pool in the fit, the rest transformed), the same with another
 ``target_weight``, and ``unsupervised`` on train+pool or train+sample.
 
-    python bench/view.py                            # 3,000 images, shares 0.5%, 2%, 8%, seeds 0 and 1
-    python bench/view.py --limit 10000 --seeds 0    # a larger sample
+    python bench/view.py                            # 3,000 images, 0.5% to 30% labelled, seeds 0 and 1
+    python bench/view.py --limit 10000 --seeds 0 --only supervised/train,semi/train+sample5000
 
-Compare rows within one run: these machines differ 2x in speed.
+Compare rows within one run: these machines differ 2x in speed. What it showed (10,000 images) set the
+project step's default: a pool sample in the fit while under 10% of train + pool images are labelled
+(``projection.FEW_LABELS_SHARE``), the labelled images alone above.
 """
 import argparse
 import json
@@ -116,7 +118,7 @@ def place(X, codes, roles, mode, fit_on, seed, sample=None, **params):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--limit", type=int, default=3000)
-    ap.add_argument("--shares", default="0.005,0.02,0.08")
+    ap.add_argument("--shares", default="0.005,0.02,0.08,0.15,0.3")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--samples", default=None, help="pool sample sizes (default: a third of the images, and 5000 "
                                                       "where that is smaller than the pool)")
