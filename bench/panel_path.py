@@ -190,6 +190,12 @@ def main():
         print(f"  in Chromium, from the click: pipeline done {b['card_done_ms'] / 1000:.1f} s, points "
               f"{b['points_ms'] / 1000:.1f} s, thumbnails {b['thumbnails_ms'] / 1000:.1f} s "
               f"({b['thumbnails_ms'] / 1000 - b['points_ms'] / 1000:.1f} s after the points)")
+    embed_t = [t for t, _ in watch.embed]
+    if embed_t:  # UMAP's background compile while the worker extracted: waiting or paused, never compiling
+        during = [(w.get("worker") or {}).get("warm_up") for t, w in watch.warm
+                  if w and embed_t[0] <= t <= embed_t[-1]]
+        print("  worker's UMAP compile during the extraction: "
+              + ", ".join(f"{s} {during.count(s)}x" for s in sorted(set(map(str, during)))))
     warm = [w for _, w in watch.warm if w]
     if warm:
         print(f"  worker at the end: {warm[-1].get('worker')}")
