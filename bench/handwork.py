@@ -47,6 +47,7 @@ OUT = ROOT / "bench" / "out"
 TARGETS = (0.90, 0.95)
 PAPER_START = 0.08
 STRATEGIES = ("random", "paper", "tool")
+SMALL = 10000          # fewer images than this: at least three seeds
 
 
 class Expert:
@@ -151,13 +152,14 @@ def run(name, X, y_names, args):
           f"{budget} ({args.budget:.0%}); typical={args.typical}, candidates={args.candidates}")
     print(f"  {'looked':>7} {'share':>7}  {'random':<6}  {'paper':<6}  {'tool':<6}  {'tool~':<6}  {'mode':<12} "
           f"{'select':>8} {'predict':>8}")
+    seeds = args.seeds if n >= SMALL else max(args.seeds, 3)   # a small set's curve is noisy: average seeds
     all_rows = [simulate(X, y, classes, round_size, budget, seed, args.typical, args.candidates)
-                for seed in range(args.seeds)]
+                for seed in range(seeds)]
     mean = [(r[0][0],) + tuple(float(np.mean([x[c] for x in r])) for c in (1, 2, 3))
             + (float(np.mean([x[4] for x in r])) if all(x[4] is not None for x in r) else None,)
             for r in zip(*all_rows)]
-    if args.seeds > 1:
-        print("  mean over seeds (random/paper/tool): " + ", ".join(f"{m[0]}: {m[1]:.3f}/{m[2]:.3f}/{m[3]:.3f}"
+    if seeds > 1:
+        print(f"  mean over {seeds} seeds (random/paper/tool): " + ", ".join(f"{m[0]}: {m[1]:.3f}/{m[2]:.3f}/{m[3]:.3f}"
                                                                    for m in mean))
     found = {}
     for target in TARGETS:
@@ -179,7 +181,7 @@ def run(name, X, y_names, args):
         for text, ok in goals:
             print(f"  goal {text}: {'met' if ok else 'MISSED'}")
     return {"dataset": name, "n": n, "round": round_size, "typical": args.typical, "candidates": args.candidates,
-            "seeds": args.seeds, "rows": all_rows, "mean": mean}
+            "seeds": seeds, "rows": all_rows, "mean": mean}
 
 
 def plot(summaries, path):
