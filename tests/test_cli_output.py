@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from images import write_bad_files, write_shapes
-from nipgboard_plugin import cli, graph, predict, results
+from nipgboard_plugin import cli, estimate, graph, predict, results
 from pipeline_fixtures import copy_dataset
 
 NET, NET2 = "efficientnet_lite0", "mobilenet_v2"
@@ -160,7 +160,11 @@ def test_predict_prints_the_method_and_the_pool_counts_it_stored(faces, tmp_path
         assert lines[1] == f"pool predictions: face {counts['face']}, nonface {counts['nonface']}"
         low = int((arrays["confidence"][rows][pool] < 0.6).sum())
         assert re.fullmatch(rf"{low} pool images below 0\.6 confidence; [0-9.]+s", lines[2]), lines[2]
-        assert len(lines) == 3
+        e = estimate.history(L, net)[-1]   # the point the panel's when-to-stop plot shows
+        assert lines[3] == (f"estimated accuracy on the unlabelled images {e['accuracy']:.3f} ({e['low']:.3f}-"
+                            f"{e['high']:.3f}); all images with a right label: about {e['overall']:.1%} "
+                            f"(60 expert labels)") and e["labels"] == 60
+        assert len(lines) == 4
     assert meta["method"] in predict.AUTO_CANDIDATES and set(meta["cv_accuracy"]) == set(predict.AUTO_CANDIDATES)
 
 
