@@ -197,10 +197,19 @@ try {
     .filter((e) => /^cluster \d+/.test(e.textContent)).length === Math.min(k, 60), distinct);
   log(`ok: the legend lists the ${distinct} clusters`);
   await shot('04-clusters.png');
-  const mid = await frame.evaluate(() => { const v = window.nipgboard.centre.view; const i = Math.floor(v.n / 2); return { i, pos: v.screenPos(i) }; });
+  // a point in the middle of the data whose place on screen is not under the legend or a toolbar
+  const mid = await frame.evaluate(() => {
+    const v = window.nipgboard.centre.view, canvas = document.querySelector('canvas.nb-gl'), r = canvas.getBoundingClientRect();
+    for (let k = 0; k < v.n; k++) {
+      const i = (Math.floor(v.n / 2) + k) % v.n, pos = v.screenPos(i);
+      if (pos && document.elementFromPoint(r.left + pos[0], r.top + pos[1]) === canvas) return { i, pos };
+    }
+    return { i: -1, pos: [r.width / 2, r.height / 2] };
+  });
+  check(mid.i >= 0, `a point to hover is in sight (#${mid.i})`);
   const box = await frame.locator('canvas.nb-gl').boundingBox();
   await page.mouse.move(box.x + mid.pos[0], box.y + mid.pos[1]);
-  await frame.locator('.tip img').waitFor({ timeout: 5000 });
+  await frame.locator('.tip img').waitFor({ timeout: 20000 });  // the full image is read on first hover
   const tip = await frame.locator('.tip').textContent();
   check(/^#\d+ .*split: (train|test|pool)label: .*predicted: /.test(tip), `hovering a point shows its image and metadata: ${tip.slice(0, 70)}…`);
   await page.waitForTimeout(400);
