@@ -130,13 +130,18 @@ def test_bad_values_are_refused_with_a_message(digits, capsys):
         assert rc == 2 and message in out["error"], (argv, out)
 
 
+def _made_up(n, every, seed):
+    """Random 16-d features; every ``every``-th row labelled, alternately 'b' and 'a'."""
+    X = np.random.default_rng(seed).normal(size=(n, 16)).astype(np.float32)
+    labels = [None] * n
+    for i in range(0, n, every):
+        labels[i] = "a" if i % (2 * every) else "b"
+    return X, labels
+
+
 def test_the_engine_explains_disagreements_and_short_rounds():
     """Unit checks on made-up probabilities: who says what, and a round larger than the pool."""
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(300, 16)).astype(np.float32)
-    labels = [None] * 300
-    for i in range(0, 300, 10):
-        labels[i] = "a" if i % 20 else "b"
+    X, labels = _made_up(300, every=10, seed=0)
     a = np.tile([0.9, 0.1], (300, 1))
     b = a.copy()
     b[5] = [0.2, 0.8]          # the networks split on row 5
@@ -154,14 +159,10 @@ def test_the_engine_explains_disagreements_and_short_rounds():
 
 def test_a_round_spends_a_few_looks_on_expert_labels_the_networks_contradict():
     """Second looks: labelled rows whose out-of-fold prediction says another class, at most a tenth of a round."""
-    rng = np.random.default_rng(1)
-    X = rng.normal(size=(400, 16)).astype(np.float32)
-    labels = [None] * 400
-    for i in range(0, 400, 4):
-        labels[i] = "a" if i % 8 else "b"
+    X, labels = _made_up(400, every=4, seed=1)
     P = np.tile([0.3, 0.7], (400, 1))
     P[np.array([v == "a" for v in labels])] = [0.8, 0.2]
-    P[8], P[16], P[24] = [0.04, 0.96], [0.08, 0.92], [0.3, 0.7]   # labelled b, but 'a' is not said ...
+    P[8], P[16], P[24] = [0.04, 0.96], [0.08, 0.92], [0.3, 0.7]   # labelled b, and the network agrees
     P[4], P[12] = [0.05, 0.95], [0.08, 0.92]                      # labelled a, the network says b: contradicted
     s = S.suggest(X, 20, labels=labels, probas=[P], classes=["a", "b"], networks=["n1"])
     kinds = dict(zip(s.rows.tolist(), s.kinds))
