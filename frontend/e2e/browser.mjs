@@ -1,5 +1,5 @@
 // How the tests and the benchmark start Chromium: Debian's /usr/bin/chromium (never a downloaded
-// browser), headless, WebGL through SwiftShader's software renderer, no network side traffic.
+// browser), headless, WebGL through SwiftShader's software renderer, no network side traffic; and the log and checks the browser scripts write.
 import fs from 'node:fs';
 
 export function launchOptions() {
@@ -15,3 +15,12 @@ export function launchOptions() {
       '--disable-dev-shm-usage'],
   };
 }
+
+/** A script's log (lines tagged with ``tag`` and the time) and its check, which fails the run. */
+export function reporter(tag) {
+  const log = (...a) => console.log(`[${tag} ${new Date().toISOString().slice(11, 19)}]`, ...a);
+  const check = (cond, msg) => { if (!cond) throw new Error('check failed: ' + msg); log('ok:', msg); };
+  return { log, check };
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

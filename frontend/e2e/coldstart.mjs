@@ -16,7 +16,7 @@
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
-import { launchOptions } from './browser.mjs';
+import { launchOptions, reporter, sleep } from './browser.mjs';
 
 const TB = process.env.TB_URL || 'http://127.0.0.1:6006';
 const NETWORK = process.env.NETWORK || 'efficientnet_lite0';
@@ -25,9 +25,7 @@ const METHOD = process.env.METHOD || 'pca';
 const OUT = path.resolve(process.env.ARTIFACTS || 'test-artifacts');
 fs.mkdirSync(OUT, { recursive: true });
 
-const log = (...a) => console.log(`[coldstart ${new Date().toISOString().slice(11, 19)}]`, ...a);
-function check(cond, msg) { if (!cond) throw new Error('check failed: ' + msg); log('ok:', msg); }
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const { log, check } = reporter('coldstart');
 const API = `${TB}/data/plugin/nipgboard/`;
 async function get(route, params = {}) {
   const res = await fetch(API + route + '?' + new URLSearchParams(params));
