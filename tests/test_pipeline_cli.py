@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from nipgboard_plugin import cli, results
+from nipgboard_plugin import cli, predict, results
 from nipgboard_plugin.store import Store
 from pipeline_fixtures import copy_dataset
 
@@ -54,7 +54,7 @@ def test_full_pipeline(faces, tmp_path, capsys):
         rc, r = run(capsys, "cluster", L, "--network", net, "--resolution", "0.3", "--no-projector")
         assert rc == 0 and r["clusters"] >= 2
         rc, r = run(capsys, "predict", L, "--network", net, "--no-projector")
-        assert rc == 0 and r["method"] in ("knn", "logreg", "ensemble", "spread", "all")
+        assert rc == 0 and r["method"] in predict.AUTO_CANDIDATES
     rc, r = run(capsys, "evaluate", L)
     assert rc == 0 and {row["network"] for row in r["rows"]} == set(NETS)
     assert all(row["accuracy"] >= 0.8 for row in r["rows"] if row["split"] == "test")

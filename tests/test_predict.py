@@ -52,7 +52,9 @@ def test_default_is_as_good_as_the_better_baseline_on_the_pool(digits, net):
 
 def test_tiny_train_set_gets_the_simplest_tied_method_and_beats_the_baselines(faces):
     # a dozen labels, as in the paper's protocol on lfw_subset (8% of 200, 80% of those for training):
-    # every method cross-validates alike, so the choice falls on the simplest, which is the most reliable
+    # few labels among many images, so auto blends the logistic regression with label spreading (both
+    # cross-validated for the estimate); without label spreading every method cross-validates alike and
+    # the choice falls on the simplest, which is the most reliable. Both beat the baselines.
     X, y, roles, truth, classes = _setup(faces, "mobilenet_v2")
     rng = np.random.default_rng(0)
     train = np.flatnonzero(roles == "train")
@@ -60,12 +62,16 @@ def test_tiny_train_set_gets_the_simplest_tied_method_and_beats_the_baselines(fa
     y_small = np.full_like(y, -1)
     y_small[keep] = y[keep]
     roles_small = np.where(y_small >= 0, "train", np.where(roles == "test", "test", "pool")).astype(object)
-    proba, chosen, cv = predict.predict_arrays(X, y_small, roles_small, 2)
     pool = roles_small == "pool"
-    acc = (proba.argmax(1)[pool] == truth[pool]).mean()
     best_baseline = max((p[pool] == truth[pool]).mean() for p in _baselines(X, y_small, roles_small))
-    assert chosen == "logreg", cv
-    assert acc >= best_baseline, (acc, best_baseline, cv)
+    assert predict.few_labels(12, len(X))
+    for spread, expected in ((True, "blend"), (False, "logreg")):
+        proba, chosen, cv = predict.predict_arrays(X, y_small, roles_small, 2, spread=spread)
+        acc = (proba.argmax(1)[pool] == truth[pool]).mean()
+        assert chosen == expected, cv
+        assert set(cv) == (set(predict.FEW_CANDIDATES) if spread else
+                           set(predict.AUTO_CANDIDATES) - set(predict.SPREADING)), cv
+        assert acc >= best_baseline, (spread, acc, best_baseline, cv)
 
 
 def test_choice_needs_more_than_noise_to_leave_the_simplest_method():
@@ -93,7 +99,7 @@ def test_train_images_get_out_of_fold_predictions(faces):
     wrong = np.flatnonzero(roles == "train")[:2]
     y = y.copy()
     y[wrong] = 1 - y[wrong]  # two expert mistakes
-    for method in ("knn", "logreg", "ensemble", "spread"):
+    for method in ("knn", "logreg", "ensemble", "spread", "blend"):
         proba, chosen, _ = predict.predict_arrays(X, y, roles, 2, method=method)
         assert chosen == method
         # a model that had seen them would repeat the wrong labels; out-of-fold ones point at the truth
@@ -180,9 +186,31 @@ def test_a_class_with_a_single_labelled_image(tmp_path, capsys):
     first = capsys.readouterr().out.splitlines()[0]
     assert first == f"{net}: method {r['method']} (asked: auto; cross-validated accuracy: none)"
     # every method asked for by name copes with the one-image class too (kNN's k shrinks to fit it)
-    for method in ("knn", "logreg", "ensemble", "spread", "all"):
+    for method in ("knn", "logreg", "ensemble", "spread", "blend", "all"):
         assert cli.main(["--json", "predict", str(logdir), "--network", net, "--method", method,
                          "--no-projector"]) == 0, method
         r = json.loads(capsys.readouterr().out)
         assert r["method"] == method and r["cv_accuracy"] == {}
         assert predicted("unlabelled/twin.png")[0] == "triangle", method
+
+
+def test_the_label_spreading_graph_is_built_once_per_features(faces, tmp_path):
+    """predict keeps the graph of all images beside its predictions and uses it again while the features
+    are the same; other features (new images, another network's weights) build it again."""
+    ds = copy_dataset(faces, tmp_path)
+    logdir, net = ds["logdir"], "efficientnet_lite0"
+    path = results.network_dir(logdir, net) / predict.GRAPH_FILE
+    assert not path.exists()
+    first = predict.predict_dataset(logdir, net)
+    assert path.is_file() and first["method"] in predict.AUTO_CANDIDATES
+    stamp = path.stat().st_mtime_ns
+    ids, X = load_features(logdir, net)
+    kept = predict.spread_graph(logdir, net, ids, X)
+    built = predict.LabelSpreading().build_graph(X)
+    assert path.stat().st_mtime_ns == stamp                     # read, not built again
+    assert abs(kept.graph_ - built.graph_).max() < 1e-6
+    assert predict.predict_dataset(logdir, net)["method"] == first["method"]
+    assert path.stat().st_mtime_ns == stamp
+    other = predict.spread_graph(logdir, net, ids[:-1], X[:-1])  # an image fewer: a new graph
+    assert other.graph_.shape == (len(ids) - 1,) * 2 and path.stat().st_mtime_ns != stamp
+    assert predict.spread_graph(logdir, net, ids, X).graph_.shape == (len(ids),) * 2

@@ -3,7 +3,7 @@ from ..params import Param
 from . import NETWORK, PROJECTOR, SEED, Step, register, with_projector
 from .project import render_projector_note
 
-METHODS = ("auto", "cluster", "knn", "logreg", "standardised", "ensemble", "spread", "all", "zeroshot")
+METHODS = ("auto", "cluster", "knn", "logreg", "standardised", "ensemble", "spread", "blend", "all", "zeroshot")
 
 
 def check(p, run_dir, face, allowed_roots=None):
