@@ -1,7 +1,10 @@
 """Least hand work: how many images a simulated expert labels or checks for a given overall accuracy.
 
-A simulated expert (the true labels) works in rounds; a logistic regression (the product's vote:
-``predict_arrays(method="logreg")`` on ``efficientnet_lite0`` features) labels the rest. *Overall*
+A simulated expert (the true labels) works in rounds; the product's prediction labels the rest
+(``nipgboard predict``'s default: ``predict_arrays(method="auto")`` on ``efficientnet_lite0`` features, with
+the label-spreading graph built once per dataset as ``predict`` keeps it; with few labels that is the
+blend of a logistic regression and label spreading, see :mod:`nipgboard_plugin.predict`), for every
+strategy alike. *Overall*
 accuracy is the share of all images whose final label (the expert's where given, else the prediction) is
 right; the x axis is the number of images the expert looked at (labelled, checked or looked at again).
 Strategies:
@@ -13,6 +16,10 @@ Strategies:
   diverse images, then rounds of the least sure, spread out, and a few second looks at contradicted
   labels). Every round also prints the tool's *estimated* overall accuracy (:mod:`nipgboard_plugin.estimate`,
   what the panel plots) beside the true one.
+
+Rounds: ``--early-round`` (0.25% of the images) until ``--early-until`` (3%) have been looked at, then
+``--round`` (1%). The panel's rounds are smaller still (20 images); the bench's are larger to keep its
+run short, and smaller rounds choose better (each round learns from the last).
 
 Datasets: Fashion-MNIST (Debian's ``dataset-fashion-mnist``; all 70,000, or ``--limit N`` sampled),
 skimage's ``lfw_subset``, and any folder of images with a truth CSV (``--folder DIR --truth CSV``,
@@ -41,7 +48,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from nipgboard_plugin import estimate as E  # noqa: E402
 from nipgboard_plugin import suggest as S  # noqa: E402
-from nipgboard_plugin.predict import predict_arrays  # noqa: E402
+from nipgboard_plugin.predict import LabelSpreading, predict_arrays  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 TARGETS = (0.90, 0.95)
@@ -64,17 +71,20 @@ class Expert:
         self.labelled[rows] = True
         self.looked += len(rows)
 
-    def predict(self, X, keep_oof=False):
-        """Every row's class probabilities from the labelled rows (uniform before two classes are known)."""
+    def predict(self, X, graph, keep_oof=False):
+        """Every row's class probabilities from the labelled rows (uniform before two classes are known), as
+        ``nipgboard predict`` gives them; ``keep_oof``: with the cross-validation it runs for the estimate."""
         codes = self.y[self.labelled]
+        self.method = None
         if len(np.unique(codes)) < 2:
             self.P = np.full((len(X), self.k), 1.0 / self.k)
             self.oof = None
             return
         roles = np.where(self.labelled, "train", "pool").astype(object)
-        self.P, _, scores = predict_arrays(X, np.where(self.labelled, self.y, -1), roles, self.k, method="logreg",
-                                           random_state=self.seed, cross_validation=keep_oof, keep_oof=True)
-        self.oof = scores.get("logreg", (None, None))[1]
+        self.P, self.method, scores = predict_arrays(X, np.where(self.labelled, self.y, -1), roles, self.k,
+                                                     method="auto", random_state=0, cross_validation=keep_oof,
+                                                     spread_model=graph, keep_oof=True)
+        self.oof = scores.get(self.method, (None, None))[1]
 
     def overall(self):
         final = self.P.argmax(axis=1)
@@ -89,15 +99,30 @@ class Expert:
         return e and e["overall"]
 
 
-def simulate(X, y, classes, round_size, budget, seed, typical, candidates):
-    """Per round: (looked at, random, paper, tool, tool estimate, mode, selection s, prediction s)."""
+def schedule(n, args):
+    """The round sizes: ``early_round`` of the images until ``early_until`` are looked at, then ``round``
+    (never under 2 images)."""
+    early = max(2, int(round(n * args.early_round)))
+    size = max(early, int(round(n * args.round)))
+    budget, until = int(round(n * args.budget)), int(round(n * args.early_until))
+    sizes, total = [], 0
+    while total < budget:
+        step = early if total < until else size
+        step = min(step, budget - total)
+        sizes.append(step)
+        total += step
+    return sizes
+
+
+def simulate(X, y, classes, sizes, seed, typical, candidates, graph):
+    """Per round: (looked at, random, paper, tool, tool estimate, mode, selection s, prediction s, method)."""
     n, k = len(X), len(classes)
     rng = np.random.default_rng(seed)
     order = rng.permutation(n)
     experts = {s: Expert(y, k, seed) for s in STRATEGIES}
     Z = S.reduce(X, random_state=seed)
     rows = []
-    for r in range(int(np.ceil(budget / round_size))):
+    for r, round_size in enumerate(sizes):
         # random: the next images of one random order
         ex = experts["random"]
         ex.label(order[ex.looked: ex.looked + round_size])
@@ -122,16 +147,16 @@ def simulate(X, y, classes, round_size, budget, seed, typical, candidates):
         ex.looked += len(s.rows) - len(new)     # second looks cost a look and change nothing: labels are true
         for name in STRATEGIES:
             t0 = time.perf_counter()
-            experts[name].predict(X, keep_oof=name == "tool")
+            experts[name].predict(X, graph, keep_oof=name == "tool")
             if name == "tool":
                 predict_s = time.perf_counter() - t0
         tool = experts["tool"]
         row = (tool.looked, experts["random"].overall(), experts["paper"].overall(), tool.overall(),
-               tool.estimate(), s.mode, s.seconds, predict_s)
+               tool.estimate(), s.mode, s.seconds, predict_s, tool.method)
         rows.append(row)
         est = f"{row[4]:.4f}" if row[4] is not None else "  -   "
         print(f"  {row[0]:>7} {100 * row[0] / n:>6.2f}%  {row[1]:.4f}  {row[2]:.4f}  {row[3]:.4f}  {est}  "
-              f"{s.mode:<12} {s.seconds:>7.2f}s {predict_s:>7.2f}s", flush=True)
+              f"{s.mode:<12} {s.seconds:>7.2f}s {predict_s:>7.2f}s  {tool.method or '-'}", flush=True)
     return rows
 
 
@@ -146,14 +171,17 @@ def run(name, X, y_names, args):
     classes = sorted(set(y_names))
     y = np.array([classes.index(v) for v in y_names])
     n = len(X)
-    round_size = max(1, int(round(n * args.round)))
-    budget = int(round(n * args.budget))
-    print(f"\n{name}: {n} images, {len(classes)} classes; rounds of {round_size} ({args.round:.1%}) up to "
-          f"{budget} ({args.budget:.0%}); typical={args.typical}, candidates={args.candidates}")
+    sizes = schedule(n, args)
+    t0 = time.perf_counter()
+    graph = LabelSpreading(random_state=0).build_graph(X)   # as `predict` builds it once and keeps it
+    print(f"\n{name}: {n} images, {len(classes)} classes; rounds of {sizes[0]} ({args.early_round:.2%}) up to "
+          f"{args.early_until:.0%}, then of {sizes[-1]} ({args.round:.1%}) up to "
+          f"{sum(sizes)} ({args.budget:.0%}); typical={args.typical}, candidates={args.candidates}; "
+          f"label-spreading graph built once in {time.perf_counter() - t0:.1f}s")
     print(f"  {'looked':>7} {'share':>7}  {'random':<6}  {'paper':<6}  {'tool':<6}  {'tool~':<6}  {'mode':<12} "
-          f"{'select':>8} {'predict':>8}")
+          f"{'select':>8} {'predict':>8}  method")
     seeds = args.seeds if n >= SMALL else max(args.seeds, 3)   # a small set's curve is noisy: average seeds
-    all_rows = [simulate(X, y, classes, round_size, budget, seed, args.typical, args.candidates)
+    all_rows = [simulate(X, y, classes, sizes, seed, args.typical, args.candidates, graph)
                 for seed in range(seeds)]
     mean = [(r[0][0],) + tuple(float(np.mean([x[c] for x in r])) for c in (1, 2, 3))
             + (float(np.mean([x[4] for x in r])) if all(x[4] is not None for x in r) else None,)
@@ -180,7 +208,7 @@ def run(name, X, y_names, args):
                  ("a round under 60 s", slowest < 60)]
         for text, ok in goals:
             print(f"  goal {text}: {'met' if ok else 'MISSED'}")
-    return {"dataset": name, "n": n, "round": round_size, "typical": args.typical, "candidates": args.candidates,
+    return {"dataset": name, "n": n, "rounds": sizes, "typical": args.typical, "candidates": args.candidates,
             "seeds": seeds, "rows": all_rows, "mean": mean}
 
 
@@ -227,6 +255,8 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, default=None, help="sample this many Fashion-MNIST images (default all)")
     ap.add_argument("--network", default="efficientnet_lite0")
     ap.add_argument("--round", type=float, default=0.01, help="share of the images labelled per round")
+    ap.add_argument("--early-round", type=float, default=0.0025, help="... per round at first")
+    ap.add_argument("--early-until", type=float, default=0.03, help="... until this share was looked at")
     ap.add_argument("--budget", type=float, default=0.12, help="stop after looking at this share")
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--typical", choices=S.TYPICAL, default="knn")
