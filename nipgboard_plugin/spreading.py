@@ -72,7 +72,7 @@ class LabelSpreading:
 GRAPH_FILE = "spread_graph.npz"
 
 
-def _fingerprint(image_ids, X):
+def features_fingerprint(image_ids, X):
     """A cheap identity of a feature matrix: its rows' ids, shape and a few sums of its values."""
     import hashlib
 
@@ -93,7 +93,7 @@ def spread_graph(run_dir, network_id, image_ids, X, k=10, random_state=0):
 
     path = paths.network_dir(run_dir, network_id) / GRAPH_FILE
     model = LabelSpreading(k=k, random_state=random_state)
-    key = {"fingerprint": _fingerprint(image_ids, X), "k": int(k), "pca_dims": model.pca_dims,
+    key = {"fingerprint": features_fingerprint(image_ids, X), "k": int(k), "pca_dims": model.pca_dims,
            "random_state": int(random_state)}
     try:
         arrays, meta = results.load_npz(path)

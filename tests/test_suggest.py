@@ -174,3 +174,27 @@ def test_a_round_spends_a_few_looks_on_expert_labels_the_networks_contradict():
                if kinds[int(r)] != "recheck")
     # a round of 5 has no room for second looks
     assert "recheck" not in S.suggest(X, 5, labels=labels, probas=[P], classes=["a", "b"]).kinds
+
+
+def test_the_reduced_features_are_computed_once_and_the_round_is_the_same(digits, tmp_path, capsys):
+    """The PCA reduction of a network's features is kept beside its predictions: the second round reads it
+    and chooses exactly what a reduction computed afresh chooses."""
+    from nipgboard_plugin import paths
+    from nipgboard_plugin.features import load_features
+
+    ds = copy_dataset(digits, tmp_path)
+    L = ds["logdir"]
+    _unlabel_all(L)
+    path = paths.network_dir(L, NETS[0]) / S.REDUCED_FILE
+    assert not path.exists()
+    rc, first = run(capsys, "suggest", L, "--networks", NETS[0], "-n", "8")
+    assert rc == 0 and path.is_file()
+    stamp = path.stat().st_mtime_ns
+    rc, again = run(capsys, "suggest", L, "--networks", NETS[0], "-n", "8")
+    assert rc == 0 and path.stat().st_mtime_ns == stamp
+    assert [it["id"] for it in again["items"]] == [it["id"] for it in first["items"]]
+    ids, X = load_features(L, NETS[0])
+    fresh = S.suggest(X, 8)
+    assert [int(ids[r]) for r in fresh.rows] == [it["id"] for it in first["items"]]
+    assert np.allclose(S.reduce_for_dataset(L, NETS[0], ids, X), S.reduce(X), atol=1e-5)
+    assert S.reduce_for_dataset(L, NETS[0], ids[:-1], X[:-1]).shape[0] == len(ids) - 1  # other features: anew
