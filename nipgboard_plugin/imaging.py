@@ -124,6 +124,12 @@ def load_rgb(path, draft_size=None) -> Image.Image:
                     img.draft("RGB", draft_size)
                     img.load()
                     return to_rgb(img)
+                fh.seek(0)
+                # Not a JPEG: decode from the file already open (opening it again doubled the cost
+                # of a small image's thumbnail).
+                return to_rgb(open_image(fh))
+        except UnreadableImage:
+            raise
         except Exception:
             pass  # fall through to the full, error-reporting path
     return to_rgb(open_image(path))

@@ -16,8 +16,8 @@ Limits of the Projector: at most 100,000 points and a sprite of at most 8192 x 8
 the review queue first); the sprite's tiles shrink to fit (never below ``MIN_TILE`` pixels: below
 that no sprite is written). The result says what was left out.
 """
+import contextlib
 import math
-import os
 import time
 from pathlib import Path
 
@@ -63,20 +63,26 @@ def sprite_tile(n, max_tile=MAX_TILE, max_px=MAX_SPRITE_PX):
     return int(min(max_tile, max_px // per_row))
 
 
-def _draw_sprite(logdir, store, ids, tile):
-    from PIL import Image
+def _write_sprite(logdir, store, ids, tile, out_dir):
+    """Draw the sprite of ``ids`` at ``tile`` px unless the same one is there; return its path.
 
+    The file's name carries a hash of the tiles it holds (image ids, contents and tile size), so a
+    Projector rewrite after new labels or predictions, which shows the same images, draws nothing.
+    JPEG, as the panel's atlases: at 70,000 images it is a third of the PNG's size and encodes in
+    well under a second where PNG took 20 s.
+    """
     from . import thumbnails
 
-    per_row = math.ceil(math.sqrt(len(ids)))
-    sheet = Image.new("RGB", (per_row * tile, per_row * tile), (255, 255, 255))
-    root = str(store.images_root())
-    real_root = os.path.realpath(root)
     info = {int(i): (int(i), sha, rel) for i, sha, rel in store.image_rows("id, sha256, path")}
-    for k, iid in enumerate(ids):
-        img = thumbnails._tile_image(logdir, root, real_root, tile, info[int(iid)])
-        sheet.paste(img, ((k % per_row) * tile, (k // per_row) * tile))
-    return sheet
+    rows = [info[int(iid)] for iid in ids]
+    path = out_dir / f"sprite-{thumbnails.sheet_key(tile, rows)}.jpg"
+    thumbnails.draw_sheet(logdir, str(store.images_root()), tile, rows, math.ceil(math.sqrt(len(ids))), path)
+    keep = (path, path.with_suffix(".placeholders.json"))
+    for old in out_dir.glob("sprite*"):  # earlier sprites (and their notes)
+        if old not in keep:
+            with contextlib.suppress(OSError):
+                old.unlink()
+    return path
 
 
 def write_projector(logdir, networks=None, max_points=MAX_POINTS, max_tile=MAX_TILE, sprite=True, seed=0):
@@ -131,15 +137,10 @@ def write_projector(logdir, networks=None, max_points=MAX_POINTS, max_tile=MAX_T
         else:
             store = results.open_store(logdir)
             try:
-                sheet = _draw_sprite(logdir, store, ids, tile)
+                sprite_path = _write_sprite(logdir, store, ids, tile, out_dir)
             finally:
                 store.close()
-            import io
-
-            buf = io.BytesIO()
-            sheet.save(buf, format="PNG", optimize=False)
-            atomic.write_bytes(out_dir / "sprite.png", buf.getvalue())
-            sprite_rel = (out_dir / "sprite.png").relative_to(logdir).as_posix()
+            sprite_rel = sprite_path.relative_to(logdir).as_posix()
             if tile < max_tile:
                 notes.append(f"thumbnails are {tile}px so that {len(ids)} fit in the {MAX_SPRITE_PX}px sprite limit")
     for net in networks:

@@ -25,6 +25,7 @@ import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -38,7 +39,9 @@ TILE_SIZES = (32, 48, 64, 96, 128)
 DEFAULT_TILE = 64
 MAX_ATLAS_PX = 8192
 SYNC_SPRITE_LIMIT = 3000          # a page with more tiles than this is drawn by the ``sprites`` job
+MAX_TILE_PROCESSES = 8
 JPEG_QUALITY = 85
+CACHE_TILE_ABOVE = 4              # sprite tiles are cached for images of more than 4x the tile's pixels
 WEB_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
 MAX_FULL_IMAGE_BYTES = 256 << 20
 BACKGROUND = (255, 255, 255)
@@ -164,14 +167,20 @@ sprites_dir = paths.sprites_dir
 
 
 def _thumb_image(real_path, size) -> Image.Image:
+    return _thumb_image_and_source_pixels(real_path, size)[0]
+
+
+def _thumb_image_and_source_pixels(real_path, size):
+    """(the image fitted in size x size, pixels decoded: fewer than the file's for a draft JPEG)."""
     img = _decode(real_path, draft=(size * 2, size * 2))
     # Fit the box both ways: small images (28 px Fashion-MNIST, say) are enlarged to fill the tile.
     # Very thin images keep at least one pixel across (a 1 x 60000 strip stays visible, never empty).
     scale = min(size / img.width, size / img.height)
     fitted = (min(size, max(1, round(img.width * scale))), min(size, max(1, round(img.height * scale))))
+    pixels = img.width * img.height
     if fitted == img.size:
-        return img
-    return img.resize(fitted, Image.LANCZOS if size <= 128 else Image.BICUBIC)
+        return img, pixels
+    return img.resize(fitted, Image.LANCZOS if size <= 128 else Image.BICUBIC), pixels
 
 
 def _encode_jpeg(img) -> bytes:
@@ -213,7 +222,7 @@ def sprite_layout(n, tile):
     return pages
 
 
-def _page_key(tile, rows):
+def sheet_key(tile, rows):
     h = hashlib.sha256(f"tile={tile};".encode())
     for image_id, sha, _rel in rows:
         h.update(f"{image_id}:{sha};".encode())
@@ -259,7 +268,7 @@ def sprite_index(run_dir, store: Store, tile: int) -> dict:
     root = str(store.images_root())
     pages = sprite_layout(len(rows), tile)
     for pg in pages:
-        key = _page_key(tile, rows[pg["first"]:pg["first"] + pg["count"]])
+        key = sheet_key(tile, rows[pg["first"]:pg["first"] + pg["count"]])
         pg["ready"] = _page_ready(_page_path(run_dir, tile, pg["page"], key), root)
     return {"tile": tile, "images": len(rows), "order": "image id, ascending (the order of /images)",
             "pages": pages}
@@ -299,8 +308,11 @@ def _tile_and_kind(run_dir, root, real_root, tile, row):
             with Image.open(cached) as im:
                 img = im.convert("RGB")
         except (FileNotFoundError, OSError):
-            img = _thumb_image(real, tile)
-            _atomic_write(cached, _encode_jpeg(img))
+            img, source_pixels = _thumb_image_and_source_pixels(real, tile)
+            # A tile is kept only where reading it back is cheaper than decoding the file again: not
+            # for images about the tile's size (a file write costs more than decoding 28 x 28 pixels).
+            if source_pixels > CACHE_TILE_ABOVE * tile * tile:
+                _atomic_write(cached, _encode_jpeg(img))
     except (UserError, OSError):
         return _placeholder(tile), True
     if img.size == (tile, tile):
@@ -311,10 +323,30 @@ def _tile_and_kind(run_dir, root, real_root, tile, row):
 
 
 def _draw_page(run_dir, root, tile, pg, rows, progress=None, done_before=0, total=None, threads=2):
-    """(JPEG bytes of the page, [(path, file state)] of the tiles drawn as placeholders)."""
-    real_root = os.path.realpath(root)
+    """(JPEG bytes of the page, [(path, file state)] of the tiles drawn as placeholders).
+
+    A big page (the ``sprites`` job's, the Projector's sprite) is drawn in strips by one process per
+    core: decoding and resizing hold Python's lock, so threads drew 70,000 tiles no faster than one.
+    """
     atlas = Image.new("RGB", (pg["width"], pg["height"]), BACKGROUND)
     cols = pg["columns"]
+    processes = min(_usable_cpus(), MAX_TILE_PROCESSES)
+    if len(rows) > SYNC_SPRITE_LIMIT and processes > 1:
+        # Strips of whole atlas rows, a few per process, so that progress moves along.
+        per_strip = cols * max(1, math.ceil(len(rows) / cols / (4 * processes)))
+        tasks = [(run_dir, root, tile, cols, rows[a:a + per_strip]) for a in range(0, len(rows), per_strip)]
+        placeholders = []
+        Image.init()  # every format plugin imported before the fork: a child imports nothing
+        # fork as ingest does (spawn would run an unguarded __main__ of the caller's script again).
+        with get_context("fork" if os.name == "posix" else "spawn").Pool(processes) as pool:
+            for k, (raw, size, missing) in enumerate(pool.imap(_draw_strip, tasks)):
+                atlas.paste(Image.frombytes("RGB", size, raw), (0, k * (per_strip // cols) * tile))
+                placeholders += missing
+                if progress:
+                    progress(done_before + min(len(rows), (k + 1) * per_strip), total)
+        return _encode_jpeg(atlas), placeholders
+
+    real_root = os.path.realpath(root)
 
     def one(row):
         state = _source_state(root, row[2])  # before reading: a later change always shows as a change
@@ -332,6 +364,28 @@ def _draw_page(run_dir, root, tile, pg, rows, progress=None, done_before=0, tota
     return _encode_jpeg(atlas), placeholders
 
 
+def _draw_strip(task):
+    """In a drawing process: (RGB bytes, size, placeholders) of a strip of ``cols`` tiles a row."""
+    run_dir, root, tile, cols, rows = task
+    real_root = os.path.realpath(root)
+    strip = Image.new("RGB", (cols * tile, math.ceil(len(rows) / cols) * tile), BACKGROUND)
+    placeholders = []
+    for i, row in enumerate(rows):
+        state = _source_state(root, row[2])  # before reading: a later change always shows as a change
+        img, placeholder = _tile_and_kind(run_dir, root, real_root, tile, row)
+        strip.paste(img, ((i % cols) * tile, (i // cols) * tile))
+        if placeholder:
+            placeholders.append((row[2], state))
+    return strip.tobytes(), strip.size, placeholders
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def sprite_page(run_dir, store: Store, tile: int, page: int, allow_draw_limit=SYNC_SPRITE_LIMIT) -> bytes:
     """JPEG bytes of one atlas page, drawn now if small enough, else SpriteNotReady (run the job)."""
     if tile not in TILE_SIZES:
@@ -342,7 +396,7 @@ def sprite_page(run_dir, store: Store, tile: int, page: int, allow_draw_limit=SY
         raise ImageNotFound(f"no sprite page {page} (there are {len(pages)})")
     pg = pages[page]
     page_rows = rows[pg["first"]:pg["first"] + pg["count"]]
-    key = _page_key(tile, page_rows)
+    key = sheet_key(tile, page_rows)
     path = _page_path(run_dir, tile, page, key)
     root = str(store.images_root())
     if _page_ready(path, root):
@@ -359,7 +413,18 @@ def sprite_page(run_dir, store: Store, tile: int, page: int, allow_draw_limit=SY
         return data
 
 
-def _save_page(run_dir, tile, page, path, data, placeholders=()):
+def draw_sheet(run_dir, root, tile, rows, columns, path: Path) -> bool:
+    """Draw ``rows`` ((id, sha256, path) each) as one square JPEG of ``columns`` x ``columns`` tiles
+    at ``path``, unless the one there is current; True when drawn. (The Projector's sprite.)"""
+    if _page_ready(path, root):
+        return False
+    side = columns * tile
+    data, placeholders = _draw_page(run_dir, root, tile, dict(columns=columns, width=side, height=side), rows)
+    _save_drawn(path, data, placeholders)
+    return True
+
+
+def _save_drawn(path, data, placeholders=()):
     side = _placeholders_path(path)
     if placeholders:  # written first: a page never looks complete while its note is missing
         _atomic_write(side, json.dumps({"files": [list(p) for p in placeholders]}).encode())
@@ -367,6 +432,11 @@ def _save_page(run_dir, tile, page, path, data, placeholders=()):
     if not placeholders:
         with contextlib.suppress(FileNotFoundError):
             side.unlink()
+
+
+def _save_page(run_dir, tile, page, path, data, placeholders=()):
+    _save_drawn(path, data, placeholders)
+    side = _placeholders_path(path)
     for old in list(path.parent.glob(f"page{page}-*.jpg")) + list(path.parent.glob(f"page{page}-*.json")):
         if old not in (path, side):
             with contextlib.suppress(OSError):
@@ -382,7 +452,7 @@ def build_sprites(run_dir, tile=DEFAULT_TILE, progress=None) -> dict:
     drawn = 0
     for pg in pages:
         page_rows = rows[pg["first"]:pg["first"] + pg["count"]]
-        path = _page_path(run_dir, tile, pg["page"], _page_key(tile, page_rows))
+        path = _page_path(run_dir, tile, pg["page"], sheet_key(tile, page_rows))
         if _page_ready(path, root):
             if progress:
                 progress(pg["first"] + pg["count"], len(rows))
