@@ -71,12 +71,12 @@ def _write_sprite(logdir, store, ids, tile, out_dir):
     JPEG, as the panel's atlases: at 70,000 images it is a third of the PNG's size and encodes in
     well under a second where PNG took 20 s.
     """
-    from . import thumbnails
+    from . import sheets, thumbnails
 
     info = {int(i): (int(i), sha, rel) for i, sha, rel in store.image_rows("id, sha256, path")}
     rows = [info[int(iid)] for iid in ids]
     path = out_dir / f"sprite-{thumbnails.sheet_key(tile, rows)}.jpg"
-    thumbnails.draw_sheet(logdir, str(store.images_root()), tile, rows, math.ceil(math.sqrt(len(ids))), path)
+    sheets.draw_sheet(logdir, store, tile, rows, math.ceil(math.sqrt(len(ids))), path)
     keep = (path, path.with_suffix(".placeholders.json"))
     for old in out_dir.glob("sprite*"):  # earlier sprites (and their notes)
         if old not in keep:

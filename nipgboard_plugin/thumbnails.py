@@ -413,17 +413,6 @@ def sprite_page(run_dir, store: Store, tile: int, page: int, allow_draw_limit=SY
         return data
 
 
-def draw_sheet(run_dir, root, tile, rows, columns, path: Path) -> bool:
-    """Draw ``rows`` ((id, sha256, path) each) as one square JPEG of ``columns`` x ``columns`` tiles
-    at ``path``, unless the one there is current; True when drawn. (The Projector's sprite.)"""
-    if _page_ready(path, root):
-        return False
-    side = columns * tile
-    data, placeholders = _draw_page(run_dir, root, tile, dict(columns=columns, width=side, height=side), rows)
-    _save_drawn(path, data, placeholders)
-    return True
-
-
 def _save_drawn(path, data, placeholders=()):
     side = _placeholders_path(path)
     if placeholders:  # written first: a page never looks complete while its note is missing

@@ -58,8 +58,11 @@ def test_pipeline_runs_the_chain_and_survives_a_killed_server(tmp_path, nipgboar
         assert result["steps"]["embed"]["cached_before"] >= 5                    # resumed, not redone
         assert result["steps"]["embed"]["cached_before"] + result["steps"]["embed"]["extracted"] == 80
         assert result["steps"]["cluster"]["resolution"] == 0.5                 # the option reached the step
-        assert "projector" in result["steps"]["predict"]                        # written once, at the end
-        assert "projector" not in result["steps"]["project"]
+        assert "points" in result["projector"]                                  # written once, at the end
+        assert not any("projector" in r for r in result["steps"].values())
+        assert result["thumbnails"]["images"] == 80 and result["thumbnails"]["tile"] == 64
+        # The panel's atlas is drawn by the job: the view opens with its thumbnails, no second job.
+        assert all(pg["ready"] for pg in tb2.get_json("sprite_index", run=RUN, tile=64)["pages"])
         assert {"1/4 embed", "4/4 predict"} <= seen_stages
         # What the panel reads after a reload: points, clusters and predictions for every image.
         status, headers, body = tb2.get("points", run=RUN, network=NET)

@@ -8,7 +8,8 @@ unsupervised one and predict is skipped until two classes have labelled train im
 ``notes`` say so."""
 from ..errors import Cancelled, InvalidParameter
 from ..params import Param
-from . import NETWORK, Context, Step, get, register
+from . import NETWORK, Context, Step, get, register, with_projector
+from .project import render_projector_note
 
 CHAIN = ("embed", "search", "project", "cluster", "predict")    # the order steps run in
 DEFAULT = ("embed", "project", "cluster", "predict")
@@ -89,7 +90,7 @@ def run(ctx, run_dir, p):
             raise Cancelled({"network": p["network"], "steps": done})
         step = get(name)
         params = (p["options"] or {}).get(name) or step.clean({"network": p["network"]}, run_dir, face="job")
-        if name != p["steps"][-1] and "projector" in params:
+        if "projector" in params:
             params = dict(params, projector=False)  # the Projector files are written once, at the end
         if name in ("project", "predict"):
             params = _adapt(name, params, train_classes(run_dir), notes)
@@ -99,7 +100,28 @@ def run(ctx, run_dir, p):
         inner = _StepContext(ctx, f"{n}/{len(p['steps'])} {name}: ")
         inner.stage("starting")
         done[name] = step.run(inner, run_dir, params)
-    return {"network": p["network"], "steps": done, "notes": notes}
+    result = {"network": p["network"], "steps": done, "notes": notes}
+    if ctx.should_stop():
+        raise Cancelled(result)
+    from .. import results
+
+    if results.networks_with(run_dir, "projection"):
+        finish = _StepContext(ctx, "")
+        result["thumbnails"] = _draw_thumbnails(finish, run_dir)
+        with_projector(run_dir, {}, result, finish)
+    return result
+
+
+def _draw_thumbnails(ctx, run_dir):
+    """The panel's sprite atlases, drawn before the job ends: the view opens with its thumbnails, and
+    the Projector's sprite is cut from them instead of decoding every image again."""
+    from .. import sheets, thumbnails
+    from ..store import Store
+
+    with Store(run_dir) as store:
+        n = store.image_count()
+    ctx.stage("drawing thumbnails", n)
+    return thumbnails.build_sprites(run_dir, sheets.view_tile(n), progress=ctx.counts_progress)
 
 
 def render(r):
@@ -112,7 +134,7 @@ def render(r):
             continue
         parts.append(step.render(result) if step.render else name)
     parts += [f"note: {n}" for n in r.get("notes", [])]
-    return "\n".join(parts)
+    return "\n".join(parts) + render_projector_note(r)
 
 
 STEP = register(Step(
