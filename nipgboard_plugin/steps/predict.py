@@ -1,9 +1,10 @@
 """predict: a label, a confidence and class probabilities for every image, from the expert's labels."""
 from ..params import Param
+from ..predict import METHODS as LEARNED
 from . import NETWORK, PROJECTOR, SEED, Step, register, with_projector
 from .project import render_projector_note
 
-METHODS = ("auto", "cluster", "knn", "logreg", "standardised", "ensemble", "spread", "blend", "all", "zeroshot")
+METHODS = LEARNED + ("zeroshot",)  # zeroshot labels from class names, with no labels to learn from
 
 
 def check(p, run_dir, face, allowed_roots=None):
