@@ -80,6 +80,23 @@ def load_npz(path):
     return arrays, meta
 
 
+def kept_npz(path, key: dict, compute) -> dict:
+    """The arrays stored at ``path`` under ``key``, else ``compute()``'s (a dict of arrays), stored for
+    next time: a cache of what depends on the features alone. A read-only folder computes every time."""
+    try:
+        arrays, meta = load_npz(path)
+        if meta == key:
+            return arrays
+    except (OSError, ValueError, KeyError):
+        pass
+    arrays = compute()
+    try:
+        save_npz(path, arrays, key)
+    except OSError:
+        pass
+    return arrays
+
+
 # -- results -------------------------------------------------------------------------------------
 
 def save_result(logdir, network_id, kind, arrays: dict, meta: dict):

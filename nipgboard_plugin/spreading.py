@@ -95,18 +95,13 @@ def spread_graph(run_dir, network_id, image_ids, X, k=10, random_state=0):
     model = LabelSpreading(k=k, random_state=random_state)
     key = {"fingerprint": features_fingerprint(image_ids, X), "k": int(k), "pca_dims": model.pca_dims,
            "random_state": int(random_state)}
-    try:
-        arrays, meta = results.load_npz(path)
-        if meta == key:
-            n = len(image_ids)
-            model.graph_ = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=(n, n))
-            return model
-    except (OSError, ValueError, KeyError):
-        pass
-    model.build_graph(X)
-    G = model.graph_.tocsr()
-    try:
-        results.save_npz(path, {"data": G.data.astype(np.float32), "indices": G.indices, "indptr": G.indptr}, key)
-    except OSError:
-        pass  # a read-only results folder: the graph is built again next time
+
+    def build():
+        G = model.build_graph(X).graph_.tocsr()
+        return {"data": G.data.astype(np.float32), "indices": G.indices, "indptr": G.indptr}
+
+    arrays = results.kept_npz(path, key, build)
+    if not hasattr(model, "graph_"):  # read back, not built just now
+        n = len(image_ids)
+        model.graph_ = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=(n, n))
     return model

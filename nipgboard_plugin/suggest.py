@@ -87,18 +87,7 @@ def reduce_for_dataset(run_dir, network_id, image_ids, X, random_state=0):
     path = paths.network_dir(run_dir, network_id) / REDUCED_FILE
     key = {"fingerprint": features_fingerprint(image_ids, X), "dims": PCA_DIMS, "fit_rows": PCA_FIT_ROWS,
            "random_state": int(random_state)}
-    try:
-        arrays, meta = results.load_npz(path)
-        if meta == key and arrays["Z"].shape[0] == len(X):
-            return arrays["Z"]
-    except (OSError, ValueError, KeyError):
-        pass
-    Z = reduce(X, random_state=random_state)
-    try:
-        results.save_npz(path, {"Z": Z}, key)
-    except OSError:
-        pass  # a read-only results folder: reduced again next time
-    return Z
+    return results.kept_npz(path, key, lambda: {"Z": reduce(X, random_state=random_state)})["Z"]
 
 
 def kmeans(Z, k, random_state=0):

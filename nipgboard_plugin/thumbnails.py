@@ -349,9 +349,7 @@ def _draw_page(run_dir, root, tile, pg, rows, progress=None, done_before=0, tota
     real_root = os.path.realpath(root)
 
     def one(row):
-        state = _source_state(root, row[2])  # before reading: a later change always shows as a change
-        img, placeholder = _tile_and_kind(run_dir, root, real_root, tile, row)
-        return img, ((row[2], state) if placeholder else None)
+        return _tile_and_note(run_dir, root, real_root, tile, row)
 
     placeholders = []
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -371,12 +369,18 @@ def _draw_strip(task):
     strip = Image.new("RGB", (cols * tile, math.ceil(len(rows) / cols) * tile), BACKGROUND)
     placeholders = []
     for i, row in enumerate(rows):
-        state = _source_state(root, row[2])  # before reading: a later change always shows as a change
-        img, placeholder = _tile_and_kind(run_dir, root, real_root, tile, row)
+        img, missing = _tile_and_note(run_dir, root, real_root, tile, row)
         strip.paste(img, ((i % cols) * tile, (i // cols) * tile))
-        if placeholder:
-            placeholders.append((row[2], state))
+        if missing is not None:
+            placeholders.append(missing)
     return strip.tobytes(), strip.size, placeholders
+
+
+def _tile_and_note(run_dir, root, real_root, tile, row):
+    """(tile image, (path, file state) when it is a placeholder, else None)."""
+    state = _source_state(root, row[2])  # before reading: a later change always shows as a change
+    img, placeholder = _tile_and_kind(run_dir, root, real_root, tile, row)
+    return img, ((row[2], state) if placeholder else None)
 
 
 def _usable_cpus() -> int:
