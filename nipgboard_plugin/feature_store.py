@@ -58,6 +58,17 @@ class FeatureStore(SqliteFile):
             self.conn.executemany("INSERT OR REPLACE INTO failures(key, sha256, reason) VALUES(?,?,?)",
                                   [(key, sha, err) for sha, err in failed])
 
+    def vectors(self, key, hashes) -> dict:
+        """{sha256: float32 vector} of those ``hashes`` with a vector under ``key``."""
+        hashes, out = list(hashes), {}
+        for start in range(0, len(hashes), 500):
+            part = hashes[start:start + 500]
+            marks = ",".join("?" * len(part))
+            for sha, vec in self.conn.execute(
+                    f"SELECT sha256, vec FROM features WHERE key=? AND sha256 IN ({marks})", (key, *part)):
+                out[sha] = np.frombuffer(vec, dtype="<f4")
+        return out
+
     def count(self, key) -> int:
         """How many vectors the cache holds under ``key``."""
         return self.conn.execute("SELECT COUNT(*) FROM features WHERE key=?", (key,)).fetchone()[0]

@@ -78,7 +78,7 @@ class _Extraction:
 
 
 def embed(logdir, network_id, batch_size=32, progress=None, should_stop=None, decode_threads=2,
-          device="auto", ray=None, ray_workers=0):
+          device="auto", ray=None, ray_workers=0, only=None):
     """Extract and cache features of every image of the dataset that has none for this network yet.
 
     ``progress(Progress)`` is called after every batch; ``should_stop()`` returning True stops after
@@ -93,6 +93,9 @@ def embed(logdir, network_id, batch_size=32, progress=None, should_stop=None, de
     cluster this machine joined), 'HOST:PORT' or 'ray://HOST:PORT' extract on that Ray cluster with
     ``ray_workers`` inference actors (0: one per node). ``where`` says which ran ('local' or 'Ray at
     ADDRESS with N workers') and ``ray`` holds the cluster's figures (None when local).
+
+    ``only``: image ids to embed (in the order given) instead of every image; ``images`` and
+    ``cached_before`` then count those alone.
     """
     if device not in DEVICES:
         raise InvalidParameter(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
@@ -103,6 +106,9 @@ def embed(logdir, network_id, batch_size=32, progress=None, should_stop=None, de
     with Store(logdir) as store:
         rows = store.image_rows("id, sha256, path")
         root = store.images_root()
+    if only is not None:
+        by_id = {r[0]: r for r in rows}
+        rows = [by_id[i] for i in only if i in by_id]
     cache = FeatureStore(logdir)
     try:
         cached = cache.hashes(key)

@@ -40,6 +40,10 @@ class JobContext(Context):
         self.store.progress(self.job_id, name, 0, total, None, None, message or name)
         self._last_write = time.monotonic()
 
+    def preview(self, info):
+        """Shown as the running job's result (``{"preview": info}``) until its real result replaces it."""
+        self.store.running_result(self.job_id, {"preview": info})
+
     def progress(self, done, total=None, rate=None, eta=None, message=None, force=False, check_cancel=True):
         """Report ``done`` of ``total``; rate and ETA are derived unless given. Raises JobCancelled
         when a cancel was requested (so any stage that reports progress can be cancelled), unless

@@ -102,7 +102,7 @@ class JobStore(SqliteFile):
         now = time.time()
         cur = self.conn.execute(
             "UPDATE jobs SET state='running', worker_pid=?, started_at=COALESCE(started_at, ?), updated_at=?, "
-            "message='starting' WHERE id=? AND state='queued'", (worker_pid, now, now, int(job_id)))
+            "message='starting', result=NULL WHERE id=? AND state='queued'", (worker_pid, now, now, int(job_id)))
         return cur.rowcount == 1
 
     def progress(self, job_id, stage, done, total, rate, eta, message=None):
@@ -110,6 +110,10 @@ class JobStore(SqliteFile):
             "UPDATE jobs SET stage=?, done=?, total=?, rate=?, eta=?, message=COALESCE(?, message), updated_at=? "
             "WHERE id=? AND state='running'",
             (stage, int(done), None if total is None else int(total), rate, eta, message, time.time(), int(job_id)))
+
+    def running_result(self, job_id, result):
+        self.conn.execute("UPDATE jobs SET result=?, updated_at=? WHERE id=? AND state='running'",
+                          (json.dumps(result), time.time(), int(job_id)))
 
     def heartbeat(self, job_id):
         self.conn.execute("UPDATE jobs SET updated_at=? WHERE id=? AND state='running'", (time.time(), int(job_id)))

@@ -47,6 +47,9 @@ class Context:
     def should_stop(self) -> bool:
         return False
 
+    def preview(self, info: dict):
+        """A partial result the faces may show before the step ends (e.g. how many images are placed)."""
+
     def counts_progress(self, done, total):
         """Adapter for library ``progress(done, total)`` callbacks."""
         self.progress(done, total)

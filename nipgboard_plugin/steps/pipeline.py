@@ -48,6 +48,9 @@ class _StepContext(Context):
     def should_stop(self):
         return self.outer.should_stop()
 
+    def preview(self, info):
+        self.outer.preview(info)
+
 
 def train_classes(run_dir) -> dict:
     """{label: count} of the labelled train images (labelled, not in the test split)."""
@@ -83,23 +86,54 @@ def _adapt(name, params, classes, notes):
     return params
 
 
+def _params(name, p, run_dir, notes):
+    """A step's parameters in this pipeline, or None to skip it (``notes`` says why)."""
+    step = get(name)
+    params = (p["options"] or {}).get(name) or step.clean({"network": p["network"]}, run_dir, face="job")
+    if "projector" in params:
+        params = dict(params, projector=False)  # the Projector files are written once, at the end
+    if name in ("project", "predict"):
+        params = _adapt(name, params, train_classes(run_dir), notes)
+        if params is None:
+            return None
+    return params
+
+
+def _opens_early(p, run_dir, embed, project):
+    """Whether the view opens before the embedding ends: project follows embed, extraction runs here,
+    and at least ``early_view`` images need features."""
+    from ..features import RAY_OFF
+    from ..streaming import missing_count
+    from .embed import ray_address
+
+    steps = list(p["steps"])
+    return (p["early_view"] > 0 and "embed" in steps and steps.index("embed") + 1 < len(steps)
+            and steps[steps.index("embed") + 1] == "project" and project is not None
+            and ray_address(embed).strip().lower() in RAY_OFF
+            and missing_count(run_dir, p["network"]) >= p["early_view"])
+
+
 def run(ctx, run_dir, p):
-    done, notes = {}, []
+    done, notes, planned = {}, [], {}
     for n, name in enumerate(p["steps"], 1):
         if ctx.should_stop():
             raise Cancelled({"network": p["network"], "steps": done})
-        step = get(name)
-        params = (p["options"] or {}).get(name) or step.clean({"network": p["network"]}, run_dir, face="job")
-        if "projector" in params:
-            params = dict(params, projector=False)  # the Projector files are written once, at the end
-        if name in ("project", "predict"):
-            params = _adapt(name, params, train_classes(run_dir), notes)
-            if params is None:
-                done[name] = {"skipped": True, "note": notes[-1]}
-                continue
+        if name in done:    # the project step, made while embedding
+            continue
+        params = planned.pop(name) if name in planned else _params(name, p, run_dir, notes)
+        if params is None:
+            done[name] = {"skipped": True, "note": notes[-1]}
+            continue
         inner = _StepContext(ctx, f"{n}/{len(p['steps'])} {name}: ")
         inner.stage("starting")
-        done[name] = step.run(inner, run_dir, params)
+        if name == "embed" and "project" in p["steps"]:
+            planned["project"] = project = _params("project", p, run_dir, notes)
+            if _opens_early(p, run_dir, params, project):
+                done[name], projected = _embed_early(inner, run_dir, p["network"], params, project)
+                if projected is not None:
+                    done["project"] = projected
+                continue
+        done[name] = get(name).run(inner, run_dir, params)
     result = {"network": p["network"], "steps": done, "notes": notes}
     if ctx.should_stop():
         raise Cancelled(result)
@@ -110,6 +144,17 @@ def run(ctx, run_dir, p):
         result["thumbnails"] = _draw_thumbnails(finish, run_dir)
         with_projector(run_dir, {}, result, finish)
     return result
+
+
+def _embed_early(ctx, run_dir, network, embed, project):
+    """The embed step with the view opening early (:mod:`..streaming`); the project step's result
+    too, or None when it must still run."""
+    from ..backbones import speeds
+    from ..streaming import embed_and_place
+
+    result, last, projected = embed_and_place(ctx, run_dir, network, embed, project)
+    speeds.record_embed(result, last, embed["batch_size"])
+    return result, projected
 
 
 def _draw_thumbnails(ctx, run_dir):
@@ -142,5 +187,9 @@ STEP = register(Step(
     params=(NETWORK,
             Param("steps", "choice_list", list(DEFAULT), choices=CHAIN, help="the steps, in order"),
             Param("options", "object", None, cli=False,
-                  help="parameters per step, e.g. {\"project\": {\"n_neighbors\": 30}}")),
+                  help="parameters per step, e.g. {\"project\": {\"n_neighbors\": 30}}"),
+            Param("early_view", "int", 5000, 0, 1_000_000_000,
+                  help="with at least this many images to embed, the view opens before the embedding ends: the "
+                       "labelled images come first and the view is fitted on them, then the others are placed "
+                       "as they are embedded (0: never)")),
     run=run, check=check, render=render, needs=(), produces=("features", "projection", "clusters", "predictions")))
