@@ -3,11 +3,11 @@
 // (hover, click, box, lasso, search) into the selection.
 import { ApiError, getBinary, getMetadata, getSpriteIndex, loadImage, startJob, url } from './api';
 import { catColour, hexRGB } from './colours';
-import { errorText, h } from './dom';
+import { errorText, fmtCount, h } from './dom';
 import type { App } from './index';
-import { follow } from './jobs';
+import { follow, previewOf } from './jobs';
 import { OVERLAYS, type Overlay } from './state';
-import type { Metadata } from './types';
+import type { Metadata, PipelinePreview } from './types';
 import { type Atlas, PointView, type Tool } from './view';
 
 const THUMB_LIMIT = 150_000; // above this many points the view draws dots only
@@ -19,6 +19,14 @@ export class Centre {
   toolbar = h('div', { class: 'toolbar' });
   overlaySelect = h('select', { id: 'nb-overlay', title: 'Colour by' }) as HTMLSelectElement;
   firstPictureMs = 0;
+  /** Every preview shown while a pipeline placed its images: how many had a place, of all (for tests). */
+  previews: { network: string; placed: number; images: number }[] = [];
+  /** True while a run is being opened (it picks the network to show itself). */
+  opening = false;
+  /** The preview series shown: the pipeline job whose placed images are shown, and its metadata. */
+  private series: { run: string; network: string; job: number; meta: Metadata; placed: number } | null = null;
+  /** The token of the view load under way (0: none): previews wait until it ends, so no two overlap. */
+  private loading = 0;
 
   constructor(private app: App, el: HTMLElement) {
     this.view = new PointView(el);
@@ -30,42 +38,131 @@ export class Centre {
   }
 
   // -- loading ------------------------------------------------------------------------------------
-  /** Show a network: its points, its metadata, then its thumbnails. False when it has no projection. */
-  async loadView(network: string, quiet = false): Promise<boolean> {
-    const { state, notices } = this.app;
-    const token = ++state.loadToken;
-    const run = state.run;
-    const t0 = performance.now();
-    let pts: { buf: ArrayBuffer; headers: Headers };
-    try {
-      notices.status(`Loading ${network}…`);
-      pts = await getBinary('points', { run, network }, (d, t) =>
-        notices.status(`Loading ${network} points… ${t ? Math.round((100 * d) / t) + '%' : Math.round(d / 1024) + ' KiB'}`));
-    } catch (e) {
-      if (!quiet) notices.toast(errorText(e), 5000);
-      notices.status('');
-      return false;
-    }
-    if (token !== state.loadToken) return true;
-    const meta = await getMetadata(run, network);
-    if (token !== state.loadToken) return true;
+  /** The points of a network, as n*3 coordinates (NaN where an image has no place yet). */
+  private async fetchPoints(run: string, network: string, onProgress?: (done: number, total: number) => void) {
+    const pts = await getBinary('points', { run, network }, onProgress);
     const dims = Number(pts.headers.get('X-NIPGBoard-Dims') || 3);
-    const count = Number(pts.headers.get('X-NIPGBoard-Count') || meta.count);
     const raw = new Float32Array(pts.buf);
+    const count = Number(pts.headers.get('X-NIPGBoard-Count') || raw.length / dims);
     const pos = new Float32Array(count * 3);
     for (let i = 0; i < count; i++) for (let k = 0; k < dims && k < 3; k++) pos[i * 3 + k] = raw[i * dims + k];
-    state.setMeta(network, meta);
-    notices.message(null);
-    this.view.thumbs = count <= THUMB_LIMIT;
-    this.view.setPoints(pos, dims, []);
-    this.setOverlay(state.chosenOverlay ?? this.defaultOverlay(meta));
-    this.view.renderNow();
-    this.firstPictureMs = performance.now() - t0;
-    notices.status(`${count} images · ${network} · ${dims}-D${this.view.thumbs ? ' · loading thumbnails…' : ' · dots'}`);
-    this.app.networks.updateCards();
-    this.app.renderRight();
-    if (this.view.thumbs) void this.loadSprites(pos, dims, count, token);
-    return true;
+    return { pos, dims, count };
+  }
+
+  /** Show a network: its points, its metadata, then its thumbnails. False when it has no projection.
+   * While the network's pipeline still places its images, its preview instead (dots only). */
+  async loadView(network: string, quiet = false): Promise<boolean> {
+    if (this.app.pipelines.preview(network)) return this.loadPreview(network, quiet);
+    const { state, notices } = this.app;
+    const token = ++state.loadToken;
+    this.loading = token;
+    try {
+      const run = state.run;
+      const t0 = performance.now();
+      let pts: { pos: Float32Array; dims: number; count: number };
+      try {
+        notices.status(`Loading ${network}…`);
+        pts = await this.fetchPoints(run, network, (d, t) =>
+          notices.status(`Loading ${network} points… ${t ? Math.round((100 * d) / t) + '%' : Math.round(d / 1024) + ' KiB'}`));
+      } catch (e) {
+        if (!quiet) notices.toast(errorText(e), 5000);
+        notices.status('');
+        return false;
+      }
+      if (token !== state.loadToken) return true;
+      const meta = await getMetadata(run, network);
+      if (token !== state.loadToken) return true;
+      const { pos, dims, count } = pts;
+      this.series = null;
+      state.setMeta(network, meta);
+      notices.message(null);
+      this.view.thumbs = count <= THUMB_LIMIT;
+      this.view.setPoints(pos, dims, []);
+      this.setOverlay(state.chosenOverlay ?? this.defaultOverlay(meta));
+      this.view.renderNow();
+      this.firstPictureMs = performance.now() - t0;
+      notices.status(`${count} images · ${network} · ${dims}-D${this.view.thumbs ? ' · loading thumbnails…' : ' · dots'}`);
+      this.app.networks.updateCards();
+      this.app.renderRight();
+      if (this.view.thumbs) void this.loadSprites(pos, dims, count, token);
+      return true;
+    } finally {
+      if (this.loading === token) this.loading = 0;
+    }
+  }
+
+  /**
+   * A running pipeline of `network` reports more images placed: show them, unless another network is
+   * shown or a load is under way (the next report brings the latest). Called on every poll of the job.
+   */
+  preview(network: string, job: number, p: PipelinePreview) {
+    const { state } = this.app;
+    if (this.opening || this.loading || (state.network && state.network !== network)) return;
+    const s = this.series;
+    if (s && s.run === state.run && s.network === network && s.job === job && s.placed === p.placed) return;
+    void this.loadPreview(network, true);
+  }
+
+  /**
+   * The images a running pipeline has placed so far, as dots: no thumbnails (drawing them would compete
+   * with the embedding for the CPUs), the metadata read once per pipeline, the camera kept while the
+   * same network is shown. The status line says how many images are still coming.
+   */
+  private async loadPreview(network: string, quiet: boolean): Promise<boolean> {
+    const { state, notices } = this.app;
+    const job = this.app.pipelines.running.get(network), p = previewOf(job);
+    if (!job || !p) return false;
+    const token = ++state.loadToken, run = state.run, v = this.view;
+    this.loading = token;
+    try {
+      let pts: { pos: Float32Array; dims: number; count: number };
+      try {
+        if (!v.n) notices.status(`Loading the ${fmtCount(p.placed)} images of ${network} placed so far…`);
+        pts = await this.fetchPoints(run, network);
+      } catch (e) {
+        if (!quiet) notices.toast(errorText(e), 5000);
+        return false;
+      }
+      if (token !== state.loadToken) return true;
+      const s = this.series;
+      let meta = s && s.run === run && s.network === network && s.job === job.id ? s.meta : null;
+      if (!meta || meta.count !== pts.count) {
+        meta = await getMetadata(run, network);
+        if (token !== state.loadToken) return true;
+      }
+      this.series = { run, network, job: job.id, meta, placed: p.placed };
+      const { pos, dims, count } = pts;
+      const keepCamera = state.network === network && v.n === count && v.dims === dims;
+      const cam = v.camera.position.clone(), target = v.controls.target.clone();
+      const fresh = state.network !== network || state.meta !== meta;
+      if (fresh) state.setMeta(network, meta);
+      notices.message(null);
+      v.setPoints(pos, dims, []);
+      if (keepCamera) { v.camera.position.copy(cam); v.controls.target.copy(target); v.controls.update(); }
+      this.setOverlay(fresh ? state.chosenOverlay ?? this.defaultOverlay(meta) : state.overlay);
+      this.applyFlags();
+      v.renderNow();
+      this.previews.push({ network, placed: v.placedCount, images: count });
+      const left = count - v.placedCount;
+      notices.status(left > 0
+        ? `${fmtCount(v.placedCount)} of ${fmtCount(count)} images placed · ${fmtCount(left)} still coming · ${network} · ${dims}-D · dots until the embedding ends`
+        : `${fmtCount(count)} images placed · ${network} · ${dims}-D · dots until the pipeline ends (${p.phase || 'finishing'})`);
+      if (fresh) { this.app.networks.updateCards(); this.app.renderRight(); }
+      else if (state.tab === 'clusters' || state.tab === 'next') this.app.renderTab();
+      return true;
+    } finally {
+      if (this.loading === token) this.loading = 0;
+    }
+  }
+
+  /** The pipeline whose preview is shown ended without finishing: say so where "still coming" was. */
+  previewEnded(network: string, why: string) {
+    const { state, notices } = this.app;
+    if (this.series?.network !== network || state.network !== network) return;
+    this.series = null;
+    const v = this.view;
+    notices.status(`${fmtCount(v.placedCount)} of ${fmtCount(v.n)} images placed · ${network}: ${why}; click the network to place the rest`);
+    if (state.tab === 'clusters' || state.tab === 'next') this.app.renderTab();
   }
 
   private async loadSprites(pos: Float32Array, dims: number, count: number, token: number) {
@@ -169,17 +266,24 @@ export class Centre {
     }
   }
 
-  /** Colour every point by its category and list the categories in the legend. */
+  /** Colour every point by its category and list the categories of the points in the view (those
+   * with a place) in the legend. Colours come from every image's category, so they stay put while a
+   * running pipeline places more images. */
   applyOverlay() {
     const { state } = this.app;
     const m = state.meta;
     if (!m) return;
     const n = m.count;
     const cats = new Array<string>(n);
-    const counts = new Map<string, number>();
-    for (let i = 0; i < n; i++) { const c = this.category(m, i); cats[i] = c; counts.set(c, (counts.get(c) || 0) + 1); }
+    const all = new Set<string>(), counts = new Map<string, number>();
+    for (let i = 0; i < n; i++) {
+      const c = this.category(m, i);
+      cats[i] = c;
+      all.add(c);
+      if (this.placed(i)) counts.set(c, (counts.get(c) || 0) + 1);
+    }
     state.categories = cats;
-    const keys = [...counts.keys()].sort((a, b) => {
+    const keys = [...all].sort((a, b) => {
       const na = /^cluster (\d+)$/.exec(a), nb = /^cluster (\d+)$/.exec(b);
       if (na && nb) return Number(na[1]) - Number(nb[1]);
       return a.localeCompare(b);
@@ -189,18 +293,23 @@ export class Centre {
     const C = this.view.colors;
     for (let i = 0; i < n; i++) { const [r, g, b] = hexRGB(colour.get(cats[i])!); C[i * 3] = r; C[i * 3 + 1] = g; C[i * 3 + 2] = b; }
     this.view.colorsChanged();
-    const byCount = [...keys].sort((a, b) => counts.get(b)! - counts.get(a)!);
-    const shown = state.overlay === 'cluster' ? keys.slice(0, 60) : byCount.slice(0, 60);
-    this.legendEl.replaceChildren(h('div', { class: 'muted', text: `${keys.length} groups — click one to select it` }),
+    const inView = keys.filter((k) => counts.has(k));
+    const byCount = [...inView].sort((a, b) => counts.get(b)! - counts.get(a)!);
+    const shown = state.overlay === 'cluster' ? inView.slice(0, 60) : byCount.slice(0, 60);
+    this.legendEl.replaceChildren(h('div', { class: 'muted', text: `${inView.length} groups — click one to select it` }),
       ...shown.map((k) => h('div', { class: 'it', title: 'select these images', onClick: () => this.select(this.indicesOf(k), false) },
         h('span', { class: 'sw', style: `background:${colour.get(k)}` }), h('span', { text: k }), h('span', { class: 'muted', text: String(counts.get(k)) }))),
-      keys.length > shown.length ? h('div', { class: 'muted', text: `… ${keys.length - shown.length} more` }) : '');
+      inView.length > shown.length ? h('div', { class: 'muted', text: `… ${inView.length - shown.length} more` }) : '');
     this.legendEl.style.display = '';
   }
 
+  /** Whether point i is in the view (has a place); every point is while the view holds other data. */
+  private placed(i: number) { const p = this.view.placed; return p.length !== this.app.state.meta?.count || p[i] === 1; }
+
+  /** The points of a legend group that are in the view. */
   private indicesOf(cat: string) {
     const out: number[] = [];
-    this.app.state.categories.forEach((c, i) => { if (c === cat) out.push(i); });
+    this.app.state.categories.forEach((c, i) => { if (c === cat && this.placed(i)) out.push(i); });
     return out;
   }
 

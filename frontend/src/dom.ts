@@ -20,6 +20,9 @@ export function h<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<s
 export const fmtSecs = (s: number | null | undefined) =>
   s == null || !isFinite(s) ? '' : s < 90 ? `${Math.round(s)} s` : `${Math.round(s / 60)} min`;
 
+/** 70000 -> "70,000". */
+export const fmtCount = (n: number) => n.toLocaleString('en-US');
+
 export const errorText = (e: unknown) => e instanceof Error ? e.message : String(e);
 
 /** Status line, toasts and the centre message of the panel. */

@@ -9,7 +9,21 @@ export function pointInPolygon(x: number, y: number, poly: [number, number][]) {
   return inside;
 }
 
-/** Centre the points and scale them into a cube of edge 20 (2-D: z = 0). */
+/** 1 where a point has a place (every one of its `dims` coordinates finite), else 0: a running pipeline
+ * places images chunk by chunk, and the server sends NaN for those it has not placed yet. */
+export function placedMask(src: Float32Array, dims: number): Uint8Array<ArrayBuffer> {
+  const n = src.length / 3;
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i++) {
+    let ok = 1;
+    for (let k = 0; k < dims; k++) if (!Number.isFinite(src[i * 3 + k])) ok = 0;
+    out[i] = ok;
+  }
+  return out;
+}
+
+/** Centre the points and scale them into a cube of edge 20 (2-D: z = 0). Points without a place
+ * (non-finite coordinates) take no part in the bounds and land at 0. */
 export function normalise(src: Float32Array, dims: number): Float32Array<ArrayBuffer> {
   const n = src.length / 3;
   const out = new Float32Array(src.length);
@@ -30,16 +44,21 @@ export function normalise(src: Float32Array, dims: number): Float32Array<ArrayBu
   return out;
 }
 
-/** Median distance from a sample of points to their nearest neighbour among all points. */
-export function medianNearest(P: Float32Array, n: number, samples: number): number {
-  if (n < 2) return 0;
-  const m = Math.min(n, samples);
+/** Median distance from a sample of points to their nearest neighbour among all points (among the
+ * placed ones when `placed` is given). */
+export function medianNearest(P: Float32Array, n: number, samples: number, placed?: Uint8Array): number {
+  const idx = new Int32Array(n);
+  let count = 0;
+  for (let i = 0; i < n; i++) if (!placed || placed[i]) idx[count++] = i;
+  if (count < 2) return 0;
+  const m = Math.min(count, samples);
   const d: number[] = [];
   for (let s = 0; s < m; s++) {
-    const i = Math.floor((s * n) / m);
+    const i = idx[Math.floor((s * count) / m)];
     const x = P[i * 3], y = P[i * 3 + 1], z = P[i * 3 + 2];
     let best = Infinity;
-    for (let j = 0; j < n; j++) {
+    for (let t = 0; t < count; t++) {
+      const j = idx[t];
       if (j === i) continue;
       const dx = P[j * 3] - x, dy = P[j * 3 + 1] - y, dz = P[j * 3 + 2] - z;
       const q = dx * dx + dy * dy + dz * dz;

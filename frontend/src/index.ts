@@ -81,12 +81,16 @@ export class App {
     state.networks = nets.networks;
     this.renderLeft();
     this.renderRight();
-    this.pipelines.resume().catch((e) => notices.toast('Jobs not read: ' + errorText(e), 5000));
-    const saved = state.savedNetwork();
-    const order = [...(saved ? [saved] : []), ...state.networks.filter((n) => n.available).map((n) => n.id)];
-    for (const net of order) {
-      if (await this.centre.loadView(net, true)) return;
-    }
+    // The jobs first: a network whose pipeline still places its images opens as that preview.
+    this.centre.opening = true;
+    try {
+      await this.pipelines.resume().catch((e) => notices.toast('Jobs not read: ' + errorText(e), 5000));
+      const saved = state.savedNetwork();
+      const order = [...(saved ? [saved] : []), ...state.networks.filter((n) => n.available).map((n) => n.id)];
+      for (const net of order) {
+        if (await this.centre.loadView(net, true)) return;
+      }
+    } finally { this.centre.opening = false; }
     notices.status('');
     notices.message(h('div', {}, h('h3', { text: `${summary.images} images, ${summary.labelled} labelled` }),
       h('p', { text: 'Click a network on the left: it extracts every image\'s features, projects them to 3-D, groups them into clusters and predicts a label for every image. It runs on the server: progress shows beside the network, and it goes on if you close this tab.' }),

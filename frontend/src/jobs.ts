@@ -2,9 +2,9 @@
 // cluster, predict) is one server-side `pipeline` job: the panel starts it, follows it, and after a
 // reload finds it again among the run's active jobs, so closing the tab never stops it.
 import { cancelJob, getJob, getJobs, startJob } from './api';
-import { errorText, fmtSecs } from './dom';
+import { errorText, fmtCount, fmtSecs } from './dom';
 import type { App } from './index';
-import { ACTIVE, type Job, type JobParams, type PipelineResult } from './types';
+import { ACTIVE, type Job, type JobParams, type PipelinePreview, type PipelineResult, type PreviewResult } from './types';
 
 const POLL_MS = 400;
 /** The jobs a network's card shows: its pipelines (the one click, and "Auto"), or a script's search. */
@@ -14,6 +14,21 @@ const NETWORK_JOBS = ['pipeline', 'search'];
 export const jobWhy = (j: Job) => j.error || j.message || j.state;
 
 export const isActive = (j: Job) => ACTIVE.includes(j.state);
+
+/** What a running pipeline has placed so far while it streams a big dataset's images in, else null. */
+export function previewOf(j: Job | undefined): PipelinePreview | null {
+  if (!j || j.kind !== 'pipeline' || !isActive(j) || !j.result || typeof j.result !== 'object') return null;
+  const p = (j.result as Partial<PreviewResult>).preview;
+  return p && typeof p.placed === 'number' && typeof p.images === 'number' ? p : null;
+}
+
+/** Why something of a network is not there yet while its pipeline places the images: "Clusters come
+ * once every image is embedded (64,400 still coming)." */
+export function waitLine(what: string, p: PipelinePreview): string {
+  const left = p.images - p.placed;
+  return left > 0 ? `${what} once every image is embedded (${fmtCount(left)} still coming).`
+    : `${what} once the pipeline ends (every image is placed${p.phase ? `; now: ${p.phase}` : ''}).`;
+}
 
 /** The progress line of a job: "pipeline · 2/4 project: projecting · running · 40/200 · 5.0/s · 8 s left". */
 export function describeJob(j: Job) {
@@ -106,6 +121,9 @@ export class Pipelines {
     await this.follow(network, job);
   }
 
+  /** The running pipeline's preview of `network` (the images placed so far), else null. */
+  preview(network: string): PipelinePreview | null { return previewOf(this.running.get(network)); }
+
   cancel(network: string) {
     const job = this.running.get(network);
     if (job) cancelJob(this.app.state.run, job.id).catch((e) => this.app.notices.toast(errorText(e), 5000));
@@ -146,11 +164,15 @@ export class Pipelines {
       if (!current()) return;
       this.running.set(network, j);
       this.app.networks.updateCard(network);
+      // A big dataset's images arrive chunk by chunk: show those placed so far, as dots.
+      const preview = previewOf(j);
+      if (preview) this.app.centre.preview(network, j.id, preview);
     }, { stop: () => !current() });
     if (!current()) return;
     this.running.delete(network);
     if (end.state !== 'done') {
       const why = end.state === 'cancelled' ? 'cancelled' : `${end.kind} failed: ${jobWhy(end)}`;
+      this.app.centre.previewEnded(network, why);
       this.failures.set(network, why);
       this.app.networks.updateCard(network);
       this.app.notices.toast(`${network}: ${why}`, 5000);

@@ -1,10 +1,13 @@
 // The point sprites' shaders: a square thumbnail from its atlas cell with a coloured frame, or a
-// coloured disc; the flag attribute marks selected (1), dimmed (2) and hovered/current (3) points.
+// coloured disc; the flag attribute marks selected (1), dimmed (2) and hovered/current (3) points. A point
+// without a place yet (aPlaced 0: a running pipeline has not placed its image) lands outside the clip
+// volume, so it is never drawn.
 
 export const VERT = /* glsl */ `
 attribute float aCell;
 attribute vec3 aColor;
 attribute float aFlag;
+attribute float aPlaced;
 uniform float uSize;
 uniform float uScale;
 uniform float uMaxSize;
@@ -13,6 +16,12 @@ varying float vCell;
 varying float vFlag;
 varying float vPx;
 void main() {
+  if (aPlaced < 0.5) {
+    gl_Position = vec4(2.0, 2.0, 2.0, 1.0);
+    gl_PointSize = 1.0;
+    vPx = 0.0; vColor = aColor; vCell = aCell; vFlag = aFlag;
+    return;
+  }
   vec4 mv = modelViewMatrix * vec4(position, 1.0);
   gl_Position = projectionMatrix * mv;
   float s = uSize * uScale / max(-mv.z, 1e-3);

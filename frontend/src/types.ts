@@ -160,6 +160,20 @@ export interface EmbedResult {
   device_note?: string;
 }
 
+/** What a running `pipeline` job reports as its `result` while it places a big dataset's images chunk by
+ * chunk (its `early_view`): the projection was fitted on the labelled images (and a sample), and every
+ * chunk embedded since is placed by transform. /points sends NaN for the images not placed yet. */
+export interface PipelinePreview {
+  network: string;
+  /** Images with coordinates now (grows). */
+  placed: number;
+  /** All images of the run. */
+  images: number;
+  /** What it embeds now, in words (e.g. "labelled images", "the fit's sample", "the rest"). */
+  phase: string;
+}
+export interface PreviewResult { preview: PipelinePreview }
+
 /** A `pipeline` job's result: each step's own result, by step name. */
 export interface PipelineResult {
   network: string;

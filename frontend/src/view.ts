@@ -4,7 +4,7 @@
 // only (camera moved, data or colours changed), so an idle tab costs nothing.
 import * as THREE from 'three';
 import { OrbitControls } from 'three/examples/jsm/controls/OrbitControls.js';
-import { medianNearest, normalise, pointInPolygon } from './geometry';
+import { medianNearest, normalise, placedMask, pointInPolygon } from './geometry';
 import { FRAG, VERT } from './shaders';
 
 export interface Atlas {
@@ -39,6 +39,10 @@ export class PointView {
   positions = new Float32Array(0);
   colors = new Uint8Array(0);
   flags = new Uint8Array(0);
+  /** 1 for a point with a place, 0 for one not placed yet (not drawn, not pickable, not selectable). */
+  placed = new Uint8Array(0);
+  /** How many points have a place. */
+  placedCount = 0;
   private colorAttrs: THREE.BufferAttribute[] = [];
   private flagAttrs: THREE.BufferAttribute[] = [];
   private pending = false;
@@ -97,21 +101,25 @@ export class PointView {
     return h / (2 * Math.tan((this.camera.fov * Math.PI) / 360));
   }
 
-  /** Replace all points. `positions` holds n*3 (z = 0 for 2-D). Atlases may be empty (dots only). */
+  /** Replace all points. `positions` holds n*3 (z = 0 for 2-D); a point with a non-finite coordinate
+   * has no place yet and is left out. Atlases may be empty (dots only). */
   setPoints(positions: Float32Array, dims: number, atlases: Atlas[]) {
     this.clear();
     const n = positions.length / 3;
     this.n = n;
     this.dims = dims;
+    this.placed = placedMask(positions, dims);
+    this.placedCount = this.placed.reduce((a, b) => a + b, 0);
     this.positions = normalise(positions, dims);
     this.colors = new Uint8Array(n * 3).fill(160);
     this.flags = new Uint8Array(n);
     this.screen = new Float32Array(n * 2);
     this.screenDepth = new Float32Array(n);
     this.screenValid = false;
-    const spacing = dims === 3 ? 20 / Math.cbrt(Math.max(n, 1)) : 20 / Math.sqrt(Math.max(n, 1));
+    const shown = Math.max(this.placedCount, 1);
+    const spacing = dims === 3 ? 20 / Math.cbrt(shown) : 20 / Math.sqrt(shown);
     // Sprites about as large as the typical gap to the nearest neighbour, so dense clusters stay legible.
-    const nn = medianNearest(this.positions, n, 500);
+    const nn = medianNearest(this.positions, n, 500, this.placed);
     const uniform = spacing * (dims === 3 ? 0.55 : 0.8);
     this.baseSize = Math.min(1.6, nn > 0 ? Math.max(uniform * 0.12, Math.min(uniform, nn * 1.1)) : uniform);
     const groups: { start: number; count: number; atlas: Atlas | null }[] = atlases.length && this.thumbs
@@ -134,6 +142,7 @@ export class PointView {
       const fa = new THREE.BufferAttribute(this.flags.subarray(g.start, g.start + g.count), 1, false);
       fa.setUsage(THREE.DynamicDrawUsage);
       geo.setAttribute('aFlag', fa);
+      geo.setAttribute('aPlaced', new THREE.BufferAttribute(this.placed.subarray(g.start, g.start + g.count), 1, false));
       geo.boundingSphere = new THREE.Sphere(new THREE.Vector3(), 1e6);
       let tex: THREE.Texture | null = null;
       if (g.atlas) {
@@ -251,7 +260,7 @@ export class PointView {
 
   /** Move the camera to look at point i from close by. */
   focus(i: number) {
-    if (i < 0 || i >= this.n) return;
+    if (i < 0 || i >= this.n || !this.placed[i]) return;
     const p = new THREE.Vector3(this.positions[i * 3], this.positions[i * 3 + 1], this.positions[i * 3 + 2]);
     const off = this.camera.position.clone().sub(this.controls.target).setLength(Math.max(this.baseSize * 25, 3));
     this.controls.target.copy(p);
@@ -265,11 +274,11 @@ export class PointView {
     this.camera.updateMatrixWorld();
     const m = new THREE.Matrix4().multiplyMatrices(this.camera.projectionMatrix, this.camera.matrixWorldInverse).elements;
     const w = this.overlay.width, h = this.overlay.height;
-    const P = this.positions, S = this.screen, D = this.screenDepth;
+    const P = this.positions, S = this.screen, D = this.screenDepth, placed = this.placed;
     for (let i = 0; i < this.n; i++) {
       const x = P[i * 3], y = P[i * 3 + 1], z = P[i * 3 + 2];
       const cw = m[3] * x + m[7] * y + m[11] * z + m[15];
-      if (cw <= 1e-6) { S[i * 2] = -1e9; S[i * 2 + 1] = -1e9; D[i] = 1e9; continue; }
+      if (cw <= 1e-6 || !placed[i]) { S[i * 2] = -1e9; S[i * 2 + 1] = -1e9; D[i] = 1e9; continue; }
       const cx = (m[0] * x + m[4] * y + m[8] * z + m[12]) / cw;
       const cy = (m[1] * x + m[5] * y + m[9] * z + m[13]) / cw;
       S[i * 2] = (cx * 0.5 + 0.5) * w;
@@ -292,7 +301,7 @@ export class PointView {
     let best = -1, bestD = Infinity;
     const S = this.screen;
     for (let i = 0; i < this.n; i++) {
-      if (this.flags[i] === 2) continue;
+      if (this.flags[i] === 2 || !this.placed[i]) continue;
       const dx = S[i * 2] - x, dy = S[i * 2 + 1] - y;
       const r = this.radius(i);
       if (Math.abs(dx) > r || Math.abs(dy) > r) continue;
@@ -311,7 +320,7 @@ export class PointView {
     for (let i = 0; i < this.n; i++) {
       const x = S[i * 2], y = S[i * 2 + 1];
       if (x < minx || x > maxx || y < miny || y > maxy) continue;
-      if (this.flags[i] === 2) continue;
+      if (this.flags[i] === 2 || !this.placed[i]) continue;
       if (poly.length === 2 || pointInPolygon(x, y, poly)) out.push(i);
     }
     return out;

@@ -3,6 +3,7 @@
 import { getClusters } from '../api';
 import { errorText, h } from '../dom';
 import type { App } from '../index';
+import { waitLine } from '../jobs';
 import type { ClustersAnswer } from '../types';
 
 export class ClustersPanel {
@@ -32,7 +33,13 @@ export class ClustersPanel {
   async render(pane: HTMLElement) {
     const { state } = this.app;
     let answer: ClustersAnswer;
-    try { answer = await getClusters(state.run, state.network); } catch (e) { pane.replaceChildren(h('p', { class: 'muted', text: errorText(e) })); return; }
+    try { answer = await getClusters(state.run, state.network); } catch (e) {
+      // While the network's pipeline still places its images, its clusters are still to come.
+      const preview = this.app.pipelines.preview(state.network);
+      pane.replaceChildren(preview ? h('p', { class: 'hint', id: 'nb-clusters-wait', text: waitLine('Clusters come', preview) })
+        : h('p', { class: 'muted', text: errorText(e) }));
+      return;
+    }
     this.answer = answer;
     const t = state.target;
     const live = this.live();

@@ -6,7 +6,7 @@
 import { getSummary, startJob, url } from '../api';
 import { errorText, h } from '../dom';
 import type { App } from '../index';
-import { follow, jobWhy } from '../jobs';
+import { follow, jobWhy, waitLine } from '../jobs';
 import type { Job, SuggestItem, SuggestResult } from '../types';
 import { AccuracyPlot } from './accuracy';
 
@@ -29,7 +29,8 @@ export class NextPanel {
   render(_pane: HTMLElement) {
     const { state } = this.app;
     if (state.nextRun !== state.run) { state.next = null; state.nextDone.clear(); state.round = 0; }
-    if (!state.next && (!state.nextBusy || this.busyRun !== state.run)) void this.suggest();
+    // While the network's pipeline still places its images, the round waits until the pipeline ends.
+    if (!state.next && !this.waiting() && (!state.nextBusy || this.busyRun !== state.run)) void this.suggest();
     this.renderList();
   }
 
@@ -46,7 +47,7 @@ export class NextPanel {
     const { state } = this.app;
     const pane = this.app.pane, r = state.next, m = state.meta;
     if (state.tab !== 'next' || !m) return;
-    const busy = !!state.nextBusy;
+    const busy = !!state.nextBusy || !!this.waiting();
     this.line.replaceChildren(h('span', { text: state.nextBusy ?? this.idleLine() }),
       h('button', {
         class: busy ? '' : 'primary', id: 'nb-next-round', disabled: busy, text: 'Predict and suggest the next images',
@@ -100,13 +101,17 @@ export class NextPanel {
   private idleLine(): string {
     const { state } = this.app;
     const r = state.next;
-    if (!r) return 'No images chosen yet.';
+    const preview = this.waiting();
+    if (!r) return preview ? waitLine('The images to label next are chosen', preview) : 'No images chosen yet.';
     const left = this.remaining();
     const m = state.meta!;
     const labelled = m.label.filter((l) => l != null).length;
     return left ? `Round ${state.round}: ${left} of ${r.items.length} to go · ${labelled} of ${m.count} images labelled.`
       : `Round ${state.round} done · ${labelled} of ${m.count} images labelled.`;
   }
+
+  /** The preview of the shown network's pipeline while it still places the images, else null. */
+  private waiting() { return this.app.pipelines.preview(this.app.state.network); }
 
   private setBusy(text: string | null) {
     if (this.busyRun !== this.app.state.run) return;
