@@ -13,7 +13,8 @@
 //  3. The Clusters and Next tabs say what is still coming instead of an error; no suggest job starts.
 //  4. Showing the network again during the preview keeps the camera and reads no metadata again; no
 //     thumbnails are drawn or loaded during the preview.
-//  5. When the pipeline ends, every image is shown with its thumbnail, and the clusters are listed.
+//  5. When the pipeline ends, every image is shown with its thumbnail (the camera where the user left
+//     it), and the clusters are listed.
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -193,6 +194,8 @@ try {
     return { n: v.n, placed: v.placedCount, share: v.nonBackgroundShare(), status: document.querySelector('.status').textContent, previews: centre.previews };
   });
   check(final.n === images && final.placed === images, `every one of the ${images} images is placed: "${final.status}"`);
+  const finalCam = await camera();
+  check(finalCam.every((c, k) => Math.abs(c - after[k]) < 1e-6), 'the whole view opened where the user left the camera');
   check(final.share > 0.005, `the thumbnails fill ${(final.share * 100).toFixed(1)}% of the canvas`);
   check(final.previews.every((p) => p.placed <= p.images) && final.previews[0].placed < images,
     `the previews shown: ${final.previews.map((p) => `${p.placed}/${p.images}`).join(', ')}`);

@@ -73,11 +73,15 @@ export class Centre {
       const meta = await getMetadata(run, network);
       if (token !== state.loadToken) return true;
       const { pos, dims, count } = pts;
+      // The end of a preview: the whole view where the user left the camera.
+      const v = this.view, cam = v.camera.position.clone(), target = v.controls.target.clone();
+      const keepCamera = this.series?.network === network && state.network === network && v.n === count && v.dims === dims;
       this.series = null;
       state.setMeta(network, meta);
       notices.message(null);
-      this.view.thumbs = count <= THUMB_LIMIT;
-      this.view.setPoints(pos, dims, []);
+      v.thumbs = count <= THUMB_LIMIT;
+      v.setPoints(pos, dims, []);
+      if (keepCamera) { v.camera.position.copy(cam); v.controls.target.copy(target); v.controls.update(); }
       this.setOverlay(state.chosenOverlay ?? this.defaultOverlay(meta));
       this.view.renderNow();
       this.firstPictureMs = performance.now() - t0;
