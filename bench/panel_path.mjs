@@ -35,9 +35,18 @@ try {
   await card.locator('button').first().click();
   await frame.waitForFunction((n) => window.nipgboard.pipelines.running.has(n), NETWORK, { timeout: 30000, polling: 200 });
   const since = () => Date.now() - click;
+  // The first picture: the network's points drawn, while the job may still be embedding the others.
+  let first = null, firstShown = 0;
+  const firstPicture = frame.waitForFunction((n) => { const a = window.nipgboard; return a.state.network === n && a.state.meta && a.centre.view.n > 0; },
+    NETWORK, { timeout: TIMEOUT, polling: 200 }).then(async () => {
+    first = since();
+    // How many images had coordinates then (the others were still being embedded).
+    firstShown = await frame.evaluate(() => { const v = window.nipgboard.centre.view; return v.placedCount ?? v.n; });
+  });
   await frame.waitForFunction((n) => { const c = document.querySelector(`.net[data-network="${n}"]`); return c && !c.querySelector('.bar'); },
     NETWORK, { timeout: TIMEOUT, polling: 500 });
   const finished = since();
+  await firstPicture;
   await frame.waitForFunction((n) => { const a = window.nipgboard; return a.state.network === n && a.state.meta && a.centre.view.n > 0; },
     NETWORK, { timeout: TIMEOUT, polling: 200 });
   const points = since();
@@ -45,7 +54,7 @@ try {
     { timeout: TIMEOUT, polling: 200 });
   const thumbnails = since();
   const n = await frame.evaluate(() => window.nipgboard.centre.view.n);
-  console.log(JSON.stringify({ opened_ms: opened, card_done_ms: finished, points_ms: points, thumbnails_ms: thumbnails, points: n }));
+  console.log(JSON.stringify({ opened_ms: opened, first_picture_ms: first, first_picture_points: firstShown, card_done_ms: finished, points_ms: points, thumbnails_ms: thumbnails, points: n }));
 } finally {
   await browser.close();
 }
