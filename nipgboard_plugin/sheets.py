@@ -23,13 +23,13 @@ def draw_sheet(run_dir, store: Store, tile, rows, columns, path: Path) -> bool:
     at ``path``, unless the one there is current; True when drawn. Tiles come from the panel's
     atlases where they are drawn, else from the files."""
     root = str(store.images_root())
-    if T._page_ready(path, root):
+    if T.page_ready(path, root):
         return False
     side = columns * tile
     drawn = _sheet_from_atlases(run_dir, store, tile, rows, columns)
     if drawn is None:
-        drawn = T._draw_page(run_dir, root, tile, dict(columns=columns, width=side, height=side), rows)
-    T._save_drawn(path, *drawn)
+        drawn = T.draw_page(run_dir, root, tile, dict(columns=columns, width=side, height=side), rows)
+    T.save_drawn(path, *drawn)
     return True
 
 
@@ -44,8 +44,8 @@ def _sheet_from_atlases(run_dir, store: Store, tile, rows, columns):
     pages, atlases, noted = T.sprite_layout(len(every), atlas_tile), [], {}
     for pg in pages:
         page_rows = every[pg["first"]:pg["first"] + pg["count"]]
-        path = T._page_path(run_dir, atlas_tile, pg["page"], T.sheet_key(atlas_tile, page_rows))
-        if not T._page_ready(path, root):
+        path = T.atlas_page_path(run_dir, atlas_tile, pg["page"], T.sheet_key(atlas_tile, page_rows))
+        if not T.page_ready(path, root):
             return None
         try:
             with Image.open(path) as im:
@@ -53,7 +53,7 @@ def _sheet_from_atlases(run_dir, store: Store, tile, rows, columns):
         except OSError:
             return None  # redrawn or removed meanwhile: draw the sheet from the files
         try:
-            recorded = json.loads(T._placeholders_path(path).read_text())
+            recorded = json.loads(T.placeholders_path(path).read_text())
         except FileNotFoundError:
             continue  # every tile of the page is the image's thumbnail
         except (OSError, ValueError):
@@ -72,4 +72,4 @@ def _sheet_from_atlases(run_dir, store: Store, tile, rows, columns):
             cut = cut.resize((tile, tile), Image.LANCZOS)
         sheet.paste(cut, ((i % columns) * tile, (i // columns) * tile))
     wanted = {row[2] for row in rows}
-    return T._encode_jpeg(sheet), [[rel, state] for rel, state in noted.items() if rel in wanted]
+    return T.encode_jpeg(sheet), [[rel, state] for rel, state in noted.items() if rel in wanted]

@@ -31,6 +31,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from . import atomic, imaging, paths
+from .backbones.onnx_engine import usable_cpus
 from .errors import UserError
 from .store import Store
 
@@ -183,7 +184,7 @@ def _thumb_image_and_source_pixels(real_path, size):
     return img.resize(fitted, Image.LANCZOS if size <= 128 else Image.BICUBIC), pixels
 
 
-def _encode_jpeg(img) -> bytes:
+def encode_jpeg(img) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=False)
     return buf.getvalue()
@@ -201,7 +202,7 @@ def thumbnail(run_dir, store: Store, image_id: int, size: int) -> bytes:
     real = resolve_image_file(store, image_id)
     with contextlib.suppress(FileNotFoundError):
         return cached.read_bytes()
-    data = _encode_jpeg(_thumb_image(real, size))
+    data = encode_jpeg(_thumb_image(real, size))
     _atomic_write(cached, data)
     return data
 
@@ -229,11 +230,11 @@ def sheet_key(tile, rows):
     return h.hexdigest()[:16]
 
 
-def _page_path(run_dir, tile, page, key) -> Path:
+def atlas_page_path(run_dir, tile, page, key) -> Path:
     return sprites_dir(run_dir) / str(tile) / f"page{page}-{key}.jpg"
 
 
-def _placeholders_path(page_path: Path) -> Path:
+def placeholders_path(page_path: Path) -> Path:
     """Beside a page drawn with placeholder tiles: which files they stand for, and their state then."""
     return page_path.with_suffix(".placeholders.json")
 
@@ -247,12 +248,12 @@ def _source_state(root, rel):
     return [st.st_mtime_ns, st.st_size, st.st_ino]
 
 
-def _page_ready(path: Path, root) -> bool:
+def page_ready(path: Path, root) -> bool:
     """The page is drawn, and no file drawn as a placeholder on it has changed (been restored) since."""
     if not path.is_file():
         return False
     try:
-        recorded = json.loads(_placeholders_path(path).read_text())
+        recorded = json.loads(placeholders_path(path).read_text())
     except FileNotFoundError:
         return True  # every tile of the page is the image's thumbnail
     except (OSError, ValueError):
@@ -269,7 +270,7 @@ def sprite_index(run_dir, store: Store, tile: int) -> dict:
     pages = sprite_layout(len(rows), tile)
     for pg in pages:
         key = sheet_key(tile, rows[pg["first"]:pg["first"] + pg["count"]])
-        pg["ready"] = _page_ready(_page_path(run_dir, tile, pg["page"], key), root)
+        pg["ready"] = page_ready(atlas_page_path(run_dir, tile, pg["page"], key), root)
     return {"tile": tile, "images": len(rows), "order": "image id, ascending (the order of /images)",
             "pages": pages}
 
@@ -312,7 +313,7 @@ def _tile_and_kind(run_dir, root, real_root, tile, row):
             # A tile is kept only where reading it back is cheaper than decoding the file again: not
             # for images about the tile's size (a file write costs more than decoding 28 x 28 pixels).
             if source_pixels > CACHE_TILE_ABOVE * tile * tile:
-                _atomic_write(cached, _encode_jpeg(img))
+                _atomic_write(cached, encode_jpeg(img))
     except (UserError, OSError):
         return _placeholder(tile), True
     if img.size == (tile, tile):
@@ -322,7 +323,7 @@ def _tile_and_kind(run_dir, root, real_root, tile, row):
     return canvas, False
 
 
-def _draw_page(run_dir, root, tile, pg, rows, progress=None, done_before=0, total=None, threads=2):
+def draw_page(run_dir, root, tile, pg, rows, progress=None, done_before=0, total=None, threads=2):
     """(JPEG bytes of the page, [(path, file state)] of the tiles drawn as placeholders).
 
     A big page (the ``sprites`` job's, the Projector's sprite) is drawn in strips by one process per
@@ -330,7 +331,7 @@ def _draw_page(run_dir, root, tile, pg, rows, progress=None, done_before=0, tota
     """
     atlas = Image.new("RGB", (pg["width"], pg["height"]), BACKGROUND)
     cols = pg["columns"]
-    processes = min(_usable_cpus(), MAX_TILE_PROCESSES)
+    processes = min(usable_cpus(), MAX_TILE_PROCESSES)
     if len(rows) > SYNC_SPRITE_LIMIT and processes > 1:
         # Strips of whole atlas rows, a few per process, so that progress moves along.
         per_strip = cols * max(1, math.ceil(len(rows) / cols / (4 * processes)))
@@ -344,7 +345,7 @@ def _draw_page(run_dir, root, tile, pg, rows, progress=None, done_before=0, tota
                 placeholders += missing
                 if progress:
                     progress(done_before + min(len(rows), (k + 1) * per_strip), total)
-        return _encode_jpeg(atlas), placeholders
+        return encode_jpeg(atlas), placeholders
 
     real_root = os.path.realpath(root)
 
@@ -359,7 +360,7 @@ def _draw_page(run_dir, root, tile, pg, rows, progress=None, done_before=0, tota
                 placeholders.append(missing)
             if progress and (i % 256 == 255 or i == len(rows) - 1):
                 progress(done_before + i + 1, total)
-    return _encode_jpeg(atlas), placeholders
+    return encode_jpeg(atlas), placeholders
 
 
 def _draw_strip(task):
@@ -383,13 +384,6 @@ def _tile_and_note(run_dir, root, real_root, tile, row):
     return img, ((row[2], state) if placeholder else None)
 
 
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def sprite_page(run_dir, store: Store, tile: int, page: int, allow_draw_limit=SYNC_SPRITE_LIMIT) -> bytes:
     """JPEG bytes of one atlas page, drawn now if small enough, else SpriteNotReady (run the job)."""
     if tile not in TILE_SIZES:
@@ -401,24 +395,24 @@ def sprite_page(run_dir, store: Store, tile: int, page: int, allow_draw_limit=SY
     pg = pages[page]
     page_rows = rows[pg["first"]:pg["first"] + pg["count"]]
     key = sheet_key(tile, page_rows)
-    path = _page_path(run_dir, tile, page, key)
+    path = atlas_page_path(run_dir, tile, page, key)
     root = str(store.images_root())
-    if _page_ready(path, root):
+    if page_ready(path, root):
         with contextlib.suppress(FileNotFoundError):
             return path.read_bytes()
     if pg["count"] > allow_draw_limit:
         raise SpriteNotReady(f"sprite page {page} ({pg['count']} images) is not drawn yet: start a 'sprites' job")
     with _lock_for((str(run_dir), tile, page)):
-        if _page_ready(path, root):
+        if page_ready(path, root):
             with contextlib.suppress(FileNotFoundError):
                 return path.read_bytes()
-        data, placeholders = _draw_page(run_dir, root, tile, pg, page_rows)
+        data, placeholders = draw_page(run_dir, root, tile, pg, page_rows)
         _save_page(run_dir, tile, page, path, data, placeholders)
         return data
 
 
-def _save_drawn(path, data, placeholders=()):
-    side = _placeholders_path(path)
+def save_drawn(path, data, placeholders=()):
+    side = placeholders_path(path)
     if placeholders:  # written first: a page never looks complete while its note is missing
         _atomic_write(side, json.dumps({"files": [list(p) for p in placeholders]}).encode())
     _atomic_write(path, data)
@@ -428,8 +422,8 @@ def _save_drawn(path, data, placeholders=()):
 
 
 def _save_page(run_dir, tile, page, path, data, placeholders=()):
-    _save_drawn(path, data, placeholders)
-    side = _placeholders_path(path)
+    save_drawn(path, data, placeholders)
+    side = placeholders_path(path)
     for old in list(path.parent.glob(f"page{page}-*.jpg")) + list(path.parent.glob(f"page{page}-*.json")):
         if old not in (path, side):
             with contextlib.suppress(OSError):
@@ -445,13 +439,13 @@ def build_sprites(run_dir, tile=DEFAULT_TILE, progress=None) -> dict:
     drawn = 0
     for pg in pages:
         page_rows = rows[pg["first"]:pg["first"] + pg["count"]]
-        path = _page_path(run_dir, tile, pg["page"], sheet_key(tile, page_rows))
-        if _page_ready(path, root):
+        path = atlas_page_path(run_dir, tile, pg["page"], sheet_key(tile, page_rows))
+        if page_ready(path, root):
             if progress:
                 progress(pg["first"] + pg["count"], len(rows))
             continue
         with _lock_for((str(run_dir), tile, pg["page"])):
-            data, placeholders = _draw_page(run_dir, root, tile, pg, page_rows, progress, pg["first"], len(rows))
+            data, placeholders = draw_page(run_dir, root, tile, pg, page_rows, progress, pg["first"], len(rows))
             _save_page(run_dir, tile, pg["page"], path, data, placeholders)
         drawn += 1
     return {"tile": tile, "images": len(rows), "pages": len(pages), "drawn": drawn}

@@ -29,7 +29,7 @@ def _dataset(tmp_path, n, size):
 def _page(logdir, root, rows, tile=32):
     cols = 6
     pg = dict(columns=cols, width=cols * tile, height=-(-len(rows) // cols) * tile)
-    return thumbnails._draw_page(logdir, str(root), tile, pg, rows)
+    return thumbnails.draw_page(logdir, str(root), tile, pg, rows)
 
 
 def test_a_big_page_drawn_in_processes_equals_the_page_drawn_in_threads(tmp_path, monkeypatch):
@@ -37,7 +37,7 @@ def test_a_big_page_drawn_in_processes_equals_the_page_drawn_in_threads(tmp_path
     (root / "img_007.png").write_bytes(b"not an image any more")   # a placeholder tile, noted
     in_threads, noted_threads = _page(logdir, root, rows)
     monkeypatch.setattr(thumbnails, "SYNC_SPRITE_LIMIT", 10)     # 40 tiles count as a big page now
-    monkeypatch.setattr(thumbnails, "_usable_cpus", lambda: 2)
+    monkeypatch.setattr(thumbnails, "usable_cpus", lambda: 2)
     in_processes, noted_processes = _page(logdir, root, rows)
     a = np.asarray(Image.open(io.BytesIO(in_threads))).astype(int)
     b = np.asarray(Image.open(io.BytesIO(in_processes))).astype(int)
