@@ -185,6 +185,8 @@ export class Pipelines {
     else this.app.notices.toast(`${network}: done` + (embedded?.device ? ` (features on the ${embedded.device})` : ''));
     // e.g. from zero labels: projected without labels, predict skipped until two classes have labels
     for (const note of result?.notes ?? []) this.app.notices.toast(note, 8000);
+    // which images the view was fitted on, and why (e.g. a sample of the unlabelled ones with few labels)
+    for (const note of result?.steps.project?.notes ?? []) this.app.notices.toast(`${network}: ${note}`, 8000);
     await this.app.refreshNetworks();
     await this.app.centre.loadView(network);
     this.app.dataset.loadMetrics();

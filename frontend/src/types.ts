@@ -177,7 +177,7 @@ export interface PreviewResult { preview: PipelinePreview }
 /** A `pipeline` job's result: each step's own result, by step name. */
 export interface PipelineResult {
   network: string;
-  steps: { embed?: EmbedResult } & Record<string, unknown>;
+  steps: { embed?: EmbedResult; project?: { notes?: string[] } } & Record<string, unknown>;
   /** What the chain changed for the labels there are (e.g. predict skipped with no labels yet). */
   notes?: string[];
 }
