@@ -120,7 +120,7 @@ def embed(logdir, network_id, batch_size=32, progress=None, should_stop=None, de
         result = {"network": network_id, "cache_key": key, "images": len(rows),
                   "cached_before": len(rows) - len(todo), "extracted": 0, "failed": [], "engine": None,
                   "requested_device": device, "device": None, "providers": [], "device_note": "",
-                  "device_fallback": False, "engine_note": "",
+                  "device_fallback": False, "engine_note": "", "engine_measured": False,
                   "stopped": False, "where": "local", "ray": None}
         if todo and on_ray:
             from .ray_extract import extract_on_ray
@@ -185,6 +185,8 @@ def _extract(backbone, key, root, todo, cache, batch_size, progress, should_stop
     result["device_fallback"] = bool(getattr(engine, "device_fallback", False))
     # Why the framework runs instead of ONNX Runtime (a failed export), when it does.
     result["engine_note"] = getattr(engine, "engine_note", "")
+    # ...or because it was measured faster on this machine (a choice, not a failure)
+    result["engine_measured"] = bool(getattr(engine, "speeds", None))
     prep = backbone.preprocess
     draft = draft_size(prep)
     where = f"local, {result['device']}" if result["device"] else "local"

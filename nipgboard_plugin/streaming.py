@@ -98,9 +98,9 @@ class _Extraction:
             total["failed"] += r["failed"]
             total["seconds"] = round(total["seconds"] + r["seconds"], 3)
             total["stopped"] = r["stopped"]
-            for k in ("engine", "device", "providers", "device_note", "device_fallback", "engine_note"):
-                if r.get("engine"):
-                    total[k] = r[k]
+            if r.get("engine"):     # an engine ran in this call: it is the one that says where
+                total.update({k: r[k] for k in ("engine", "device", "providers", "device_note", "device_fallback",
+                                                "engine_note", "engine_measured")})
         if r["stopped"]:
             raise Cancelled(self.result)
 

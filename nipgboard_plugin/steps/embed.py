@@ -67,7 +67,7 @@ def render(r):
     if r.get("device_fallback"):
         text += f"\nWarning: ran on the {r['device_note']}."
     if r.get("engine_note"):
-        text += f"\nWarning: {r['engine_note']}."
+        text += f"\n{'Engine' if r.get('engine_measured') else 'Warning'}: {r['engine_note']}."
     if r["failed"]:
         text += f"\n{len(r['failed'])} images could not be read and were skipped:\n  " + "\n  ".join(r["failed"][:50])
     return text
