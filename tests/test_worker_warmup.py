@@ -4,6 +4,8 @@ through the real TensorBoard: the state the server reports for the worker while 
 1. A job queued before the server starts (a restart resuming it): the compile waits until the job is done.
 2. An embed started while the compile runs: the compile pauses while the features are extracted, then
    goes on, in the same worker, and finishes.
+3. In one process: while any job runs, the compile pauses between two of numba's compiles, so the job's
+   own compile never waits for it.
 """
 import time
 
@@ -88,3 +90,49 @@ def test_compile_pauses_while_features_are_extracted(tmp_path, images, nipgboard
             assert final[-1][3] is True, final[-1]
         worker = tb.get_json("runs")["jobs"]["worker"]
         assert worker["pid"] == pid and worker["alive"], worker
+
+
+def test_compile_steps_aside_for_a_job_between_two_of_numbas_compiles():
+    """In one process, with numba's real compiler: while a job runs the warm-up pauses, never holding
+    numba's compiler lock, so the job compiles what it needs at once; it goes on when the job ends."""
+    import threading
+
+    from numba import njit
+    from numba.core.compiler_lock import global_compiler_lock
+
+    from nipgboard_plugin.jobs.warmup import Activity, WarmUp
+
+    activity, states, compiled = Activity(), [], []
+
+    def compile_fn():
+        t0 = time.monotonic()
+        for k in range(40):     # forty small compiles, each under numba's compiler lock
+            compiled.append(njit(lambda x, k=k: x * 2 + k)(1))
+        return time.monotonic() - t0
+
+    def send(**msg):
+        states.append(msg.get("state") or ("warm", msg.get("seconds"), msg.get("error")))
+
+    warm = WarmUp(compile_fn, send, activity, idle_seconds=0, extracting=lambda: False).start()
+    deadline = time.monotonic() + 120
+    while not compiled:
+        assert time.monotonic() < deadline, states
+        time.sleep(0.05)
+    with activity.job():
+        while warm.state != "paused":
+            assert time.monotonic() < deadline, states
+            time.sleep(0.05)
+        done_at_pause = len(compiled)
+        # The lock is free: the job's own compile does not wait for the warm-up.
+        got = threading.Event()
+        threading.Thread(target=lambda: (global_compiler_lock.acquire(), got.set(),
+                                         global_compiler_lock.release()), daemon=True).start()
+        assert got.wait(5), "the paused warm-up holds numba's compiler lock"
+        assert njit(lambda x: x - 1)(5) == 4
+        time.sleep(1.0)
+        assert warm.state == "paused" and len(compiled) == done_at_pause   # no compile while the job runs
+    while warm.state != "done":
+        assert time.monotonic() < deadline, states
+        time.sleep(0.05)
+    assert len(compiled) == 40 and states[-1][0] == "warm" and states[-1][2] is None
+    assert "paused" in states and states.index("paused") > states.index("compiling")
