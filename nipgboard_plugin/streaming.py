@@ -63,83 +63,102 @@ def plan(ids, roles, project):
 FIRST = "labelled images"
 
 
-class _Extraction:
-    """One embed over several calls: totals, and progress counted across them."""
+class _Phases:
+    """What happens when each phase's images are all embedded: fit the view, or place them in it."""
 
-    def __init__(self, ctx, run_dir, network, embed_params, total):
-        from .steps.embed import ray_address
+    def __init__(self, ctx, run_dir, network, project, ids, sha_of, roles):
+        self.ctx, self.run_dir, self.network, self.project = ctx, run_dir, network, project
+        self.ids, self.sha_of = ids, sha_of
+        self.phases, fit_mask, self.fit_on = plan(ids, roles, project)
+        self.fit_ids = set(ids[fit_mask].tolist())
+        self.options = {k: v for k, v in project.items()
+                        if k not in ("network", "mode", "fit_on", "pool_sample", "projector")}
+        self.embedded, self.placed, self.fitted, self.model = [], None, None, None
+        self.next = 0
+        self.seconds = 0.0          # spent fitting and placing (not extracting)
 
-        self.ctx, self.run_dir, self.network, self.total = ctx, run_dir, network, total
-        self.options = dict(batch_size=embed_params["batch_size"], device=embed_params["device"],
-                            ray=ray_address(embed_params), ray_workers=embed_params["ray_workers"])
-        self.done = 0
-        self.seconds = 0.0
-        self.result = None
-        self.last = None
+    def order(self):
+        return [int(i) for _, part in self.phases for i in part]
 
-    def run(self, ids, phase):
-        def progress(pr):
-            done, seconds = self.done + pr.done, self.seconds + pr.seconds
-            self.last = features.Progress(done, self.total, seconds, pr.where)
-            where = f" ({pr.where})" if pr.where else ""
-            self.ctx.stage_once(f"extracting features{where}: {phase}", self.total)
-            self.ctx.progress(done, self.total, rate=self.last.rate, eta=self.last.eta, check_cancel=False)
+    def ends(self, cached):
+        """The extraction's count (images it extracts, once per content) when each phase is embedded."""
+        seen, n, out = set(cached), 0, []
+        for _, part in self.phases:
+            for i in part:
+                sha = self.sha_of[int(i)]
+                if sha not in seen:
+                    seen.add(sha)
+                    n += 1
+            out.append(n)
+        return out
 
-        r = features.embed(self.run_dir, self.network, progress=progress, should_stop=self.ctx.should_stop,
-                           only=[int(i) for i in ids], **self.options)
-        if self.last is not None:
-            self.done, self.seconds = self.last.done, self.last.seconds
-        if self.result is None:
-            self.result = r
+    def after(self, done, ends):
+        """Act on every phase the extraction has finished by its count ``done``."""
+        while self.next < len(self.phases) and done >= ends[self.next]:
+            t0 = time.monotonic()
+            self._act(*self.phases[self.next])
+            self.next += 1
+            self.seconds += time.monotonic() - t0
+
+    def _act(self, name, part):
+        ctx, run_dir, network = self.ctx, self.run_dir, self.network
+        self.embedded.extend(int(i) for i in part)
+        if self.model is None:
+            final = self.fit_ids <= set(self.embedded)
+            if not final and name != FIRST:
+                return
+            ctx.stage(f"fitting the view on {'its fit set' if final else 'the labelled images'}")
+            fitted = _fit(run_dir, network, self.project, self.options, self.embedded, self.fit_on if final else None)
+            if fitted is None:
+                return
+            self.fitted, self.placed = fitted, _placed(run_dir, network)
+            if final:
+                self.model = results.load_projection_model(run_dir, network)
         else:
-            total = self.result
-            for k in ("images", "cached_before", "extracted"):
-                total[k] += r[k]
-            total["failed"] += r["failed"]
-            total["seconds"] = round(total["seconds"] + r["seconds"], 3)
-            total["stopped"] = r["stopped"]
-            if r.get("engine"):     # an engine ran in this call: it is the one that says where
-                total.update({k: r[k] for k in ("engine", "device", "providers", "device_note", "device_fallback",
-                                                "engine_note", "engine_measured")})
-        if r["stopped"]:
-            raise Cancelled(self.result)
+            ctx.stage(f"placing {len(part)} more images in the view")
+            self.placed = _place(run_dir, network, self.model, self.placed, part, self.sha_of)
+        ctx.preview({"network": network, "placed": int(len(self.placed[0])), "images": int(len(self.ids)),
+                     "phase": name})
 
 
 def embed_and_place(ctx, run_dir, network, embed_params, project):
     """Embed every image missing features, opening the view early (see the module's docstring).
 
-    ``project``: the project step's checked parameters. Returns the embed step's result, the last
-    :class:`.features.Progress` (None when nothing was extracted) and the project step's result, the
+    One extraction, in the phases' order; when a phase's images are all embedded, the view is fitted
+    or they are placed in it (the decoding threads wait meanwhile). ``project``: the project step's
+    checked parameters. Returns the embed step's result, its last :class:`.features.Progress` (None when
+    nothing was extracted; its seconds count the extraction alone) and the project step's result, the
     latter None when the labels changed meanwhile (the project step must fit again).
     """
+    from .steps.embed import ray_address
+
     ids, sha_of, roles, fingerprint = _dataset(run_dir)
-    phases, fit_mask, fit_on = plan(ids, roles, project)
-    extraction = _Extraction(ctx, run_dir, network, embed_params, missing_count(run_dir, network))
-    fit_ids = set(ids[fit_mask].tolist())
-    options = {k: v for k, v in project.items() if k not in ("network", "mode", "fit_on", "pool_sample", "projector")}
-    embedded, placed, fitted, model = [], None, None, None
-    for name, part in phases:
-        extraction.run(part, name)
-        embedded.extend(int(i) for i in part)
-        if model is None:
-            final = fit_ids <= set(embedded)
-            if not final and name != FIRST:
-                continue
-            ctx.stage(f"fitting the view on {'its fit set' if final else 'the labelled images'}")
-            fitted = _fit(run_dir, network, project, options, embedded, fit_on if final else None)
-            if fitted is None:
-                continue
-            placed = _placed(run_dir, network)
-            if final:
-                model = results.load_projection_model(run_dir, network)
-        else:
-            ctx.stage(f"placing {len(part)} more images in the view")
-            placed = _place(run_dir, network, model, placed, part, sha_of)
-        ctx.preview({"network": network, "placed": int(len(placed[0])), "images": int(len(ids)), "phase": name})
+    phases = _Phases(ctx, run_dir, network, project, ids, sha_of, roles)
+    with FeatureStore(run_dir) as cache:
+        ends = phases.ends(cache.hashes(features.resolve_backbone(network).cache_key()))
+    phases.after(0, ends)       # phases whose images all have features already: the view opens at once
+    phases.seconds = 0.0        # the extraction's clock starts after this
+    last = []
+
+    def progress(pr):
+        where = f" ({pr.where})" if pr.where else ""
+        name = phases.phases[min(phases.next, len(ends) - 1)][0]
+        ctx.stage_once(f"extracting features{where}: {name}", pr.total)
+        ctx.progress(pr.done, pr.total, rate=pr.rate, eta=pr.eta, check_cancel=False)
+        phases.after(pr.done, ends)
+        last[:] = [features.Progress(pr.done, pr.total, max(pr.seconds - phases.seconds, 1e-9), pr.where)]
+
+    result = features.embed(run_dir, network, batch_size=embed_params["batch_size"], progress=progress,
+                            should_stop=ctx.should_stop, device=embed_params["device"], ray=ray_address(embed_params),
+                            ray_workers=embed_params["ray_workers"], only=phases.order())
+    if result["stopped"]:
+        raise Cancelled(result)
+    phases.after(float("inf"), ends)     # the last phases, when their images had features already
+    fitted, placed, model = phases.fitted, phases.placed, phases.model
     project_result = _summary(fitted, placed, roles)
     if _dataset(run_dir)[3] != fingerprint or model is None:
         project_result = None
-    return extraction.result, extraction.last, project_result
+    return result, (last[0] if last else None), project_result
 
 
 def _subset(run_dir, network, image_ids):
