@@ -4,8 +4,8 @@ through the real TensorBoard: the state the server reports for the worker while 
 1. A job queued before the server starts (a restart resuming it): the compile waits until the job is done.
 2. An embed started while the compile runs: the compile pauses while the features are extracted, then
    goes on, in the same worker, and finishes.
-3. In one process: while any job runs, the compile pauses between two of numba's compiles, so the job's
-   own compile never waits for it.
+3. In one process: while a job or an extraction runs, the compile pauses between two of numba's compiles,
+   so the job's own compile (a fit during the extraction) never waits for it.
 """
 import time
 
@@ -92,9 +92,12 @@ def test_compile_pauses_while_features_are_extracted(tmp_path, images, nipgboard
         assert worker["pid"] == pid and worker["alive"], worker
 
 
-def test_compile_steps_aside_for_a_job_between_two_of_numbas_compiles():
-    """In one process, with numba's real compiler: while a job runs the warm-up pauses, never holding
-    numba's compiler lock, so the job compiles what it needs at once; it goes on when the job ends."""
+@pytest.mark.parametrize("during", ["a job", "an extraction"])
+def test_compile_steps_aside_between_two_of_numbas_compiles(during):
+    """In one process, with numba's real compiler: while a job or an extraction runs the warm-up pauses,
+    never holding numba's compiler lock, so a fit in the job (during its extraction, for a pipeline that
+    opens the view early) compiles at once; the warm-up goes on when the job ends."""
+    import contextlib
     import threading
 
     from numba import njit
@@ -102,7 +105,19 @@ def test_compile_steps_aside_for_a_job_between_two_of_numbas_compiles():
 
     from nipgboard_plugin.jobs.warmup import Activity, WarmUp
 
-    activity, states, compiled = Activity(), [], []
+    activity, states, compiled, extracting = Activity(), [], [], [False]
+
+    @contextlib.contextmanager
+    def running():
+        if during == "a job":
+            with activity.job():
+                yield
+        else:
+            extracting[0] = True
+            try:
+                yield
+            finally:
+                extracting[0] = False
 
     def compile_fn():
         t0 = time.monotonic()
@@ -113,12 +128,12 @@ def test_compile_steps_aside_for_a_job_between_two_of_numbas_compiles():
     def send(**msg):
         states.append(msg.get("state") or ("warm", msg.get("seconds"), msg.get("error")))
 
-    warm = WarmUp(compile_fn, send, activity, idle_seconds=0, extracting=lambda: False).start()
+    warm = WarmUp(compile_fn, send, activity, idle_seconds=0, extracting=lambda: extracting[0]).start()
     deadline = time.monotonic() + 120
     while not compiled:
         assert time.monotonic() < deadline, states
         time.sleep(0.05)
-    with activity.job():
+    with running():
         while warm.state != "paused":
             assert time.monotonic() < deadline, states
             time.sleep(0.05)
@@ -130,7 +145,7 @@ def test_compile_steps_aside_for_a_job_between_two_of_numbas_compiles():
         assert got.wait(5), "the paused warm-up holds numba's compiler lock"
         assert njit(lambda x: x - 1)(5) == 4
         time.sleep(1.0)
-        assert warm.state == "paused" and len(compiled) == done_at_pause   # no compile while the job runs
+        assert warm.state == "paused" and len(compiled) == done_at_pause   # no compile meanwhile
     while warm.state != "done":
         assert time.monotonic() < deadline, states
         time.sleep(0.05)

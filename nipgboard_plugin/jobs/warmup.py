@@ -6,14 +6,13 @@ a core). So the compile
 
 * starts only once the worker has been idle (no job running, none sent) for ``IDLE_SECONDS``: a worker
   started for a queued job, or resumed after a restart, runs that job first;
-* pauses while an extraction runs: the compiling thread carries a trace hook (``sys.settrace``, that
-  thread only: one check per Python call) that sleeps, without the GIL, while an extraction runs in the
-  worker, so the compiler takes neither the GIL nor a core from it. A pause ends when the extraction does,
-  or after ``MAX_PAUSE_SECONDS`` in all; it never starts inside an import (which holds a module's lock);
-* pauses, too, while any job runs, between two of numba's compiles: the job compiles what its own steps
-  need (a pipeline that opens the view early fits UMAP between its extractions), and the warm-up beside
-  it only took the GIL from it. Never while this thread holds numba's compiler lock, which the job's
-  compile would then wait for.
+* pauses while a job runs (an extraction above all): the compiling thread carries a trace hook
+  (``sys.settrace``, that thread only: one check per Python call) that sleeps, without the GIL, while
+  a job or an extraction runs in the worker, so the compiler takes neither the GIL nor a core from it.
+  The job compiles what its own steps need (a pipeline that opens the view early fits UMAP during its
+  extraction). A pause starts only between two of numba's compiles, never while this thread holds
+  numba's compiler lock (the job's compile would wait for it), and never inside an import (which holds
+  a module's lock); it ends when the job does, or after ``MAX_PAUSE_SECONDS`` in all.
 
 Its state is sent to the server as ``{"op": "warm_state", "state": ...}``: 'waiting' (for the worker to be
 idle), 'compiling', 'paused' (while an extraction or a job runs), 'done' or 'failed', with the final
@@ -141,7 +140,8 @@ class WarmUp:
             self.send(op="warm", error=str(exc))
 
     def _in_the_way(self) -> bool:
-        return self.extracting() or (self.activity.busy() and not _holds_compiler_lock())
+        # Never paused holding numba's compiler lock: a job may compile (a fit between two extractions).
+        return (self.extracting() or self.activity.busy()) and not _holds_compiler_lock()
 
     def _hook(self, frame, event, arg):
         """The compiling thread's trace function: called at each Python call, it pauses the compile while
@@ -151,7 +151,7 @@ class WarmUp:
             return None
         self._checked = now
         # A job waits while this thread compiles under numba's lock: look again at every call until it is out.
-        self._pause_soon = not self.extracting() and self.activity.busy() and _holds_compiler_lock()
+        self._pause_soon = (self.extracting() or self.activity.busy()) and _holds_compiler_lock()
         if self.paused_seconds < MAX_PAUSE_SECONDS and self._in_the_way() and not _importing(frame):
             self._state("paused")
             t0 = time.monotonic()
