@@ -178,7 +178,8 @@ def main():
     if job["state"] != "done":
         raise SystemExit(f"the pipeline ended {job['state']}: {job.get('error')}")
     emb = job["result"]["steps"]["embed"]
-    worker_rate = emb["extracted"] / emb["seconds"]
+    # a pipeline that opens the view early fits and places it during its extraction: not extraction time
+    worker_rate = emb["extracted"] / (emb["seconds"] - emb.get("seconds_placing", 0))
     worker_steady = steady(watch.embed)
     print(f"  bare engine:       {bare:7.1f} img/s (runs: {', '.join(f'{e:.1f}' for e in engine)})")
     if cli:

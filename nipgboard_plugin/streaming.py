@@ -151,6 +151,7 @@ def embed_and_place(ctx, run_dir, network, embed_params, project):
     result = features.embed(run_dir, network, batch_size=embed_params["batch_size"], progress=progress,
                             should_stop=ctx.should_stop, device=embed_params["device"], ray=ray_address(embed_params),
                             ray_workers=embed_params["ray_workers"], only=phases.order())
+    result["seconds_placing"] = round(phases.seconds, 3)    # of its seconds, those fitting and placing the view
     if result["stopped"]:
         raise Cancelled(result)
     phases.after(float("inf"), ends)     # the last phases, when their images had features already

@@ -92,7 +92,10 @@ def test_the_view_opens_on_the_labelled_images_and_grows_to_every_image(digits_u
     project = r["steps"]["project"]
     assert project["streamed"] and project["fit_on"] == "train+sample"
     assert project["fitted"] == n_train + 40 and project["transformed"] == 240 - n_train - 40
-    assert r["steps"]["embed"]["extracted"] == 240 and r["steps"]["cluster"] and r["steps"]["predict"]
+    embedded = r["steps"]["embed"]
+    assert embedded["extracted"] == 240 and r["steps"]["cluster"] and r["steps"]["predict"]
+    assert 0 < embedded["seconds_placing"] < embedded["seconds"]      # the fits ran during the extraction
+    assert f"{embedded['seconds_placing']} s of them fitting and placing the view" in get("embed").render(embedded)
 
     # The streamed fit is the project step's own fit: the same images, the same coordinates.
     arrays, _ = results.load_result(run_dir, NETWORK, "projection")

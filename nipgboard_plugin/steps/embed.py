@@ -58,8 +58,9 @@ def render(r):
     engine = engine_text(r)
     if engine and r.get("where"):
         engine = f"{r['where']}, {engine}"
+    placing = f", {r['seconds_placing']} s of them fitting and placing the view" if r.get("seconds_placing") else ""
     text = (f"{r['network']}: {r['extracted']} images extracted, {r['cached_before']} from the cache, "
-            f"{r['images']} in all ({r['seconds']} s" + (f", {engine})" if engine else ")"))
+            f"{r['images']} in all ({r['seconds']} s{placing}" + (f", {engine})" if engine else ")"))
     if r.get("ray"):
         ray = r["ray"]
         text += (f"\nRay: {ray['nodes']} nodes, {ray['cpus']:g} CPUs, {ray['gpus']:g} GPUs; start-up "
