@@ -2,9 +2,10 @@
 before every image is embedded (70,000 images take some 12 minutes on 2 cores).
 
 1. The labelled train images are embedded first and a first view is fitted on them.
-2. Then the test images and the unlabelled images that the project step's own fit takes (with few labels, a seeded sample
-   of the pool: :func:`.projection.fit_set_mask`). The view is fitted again on them: the very fit the
-   project step would make with every image embedded, so it stays as the final one.
+2. Then the test images and the unlabelled images that the project step's own fit takes (with few
+   labels, a seeded sample of the pool: :func:`.projection.fit_set_mask`). The view is fitted again on
+   them: the very fit the project step would make with every image embedded, so it stays as the final
+   one.
 3. The other images are embedded in chunks, in a seeded random order (a folder per class would
    otherwise arrive class by class). Each chunk is placed in that fit by ``transform`` as it comes.
 
@@ -108,7 +109,8 @@ class _Phases:
             if not final and name != FIRST:
                 return
             ctx.stage(f"fitting the view on {'its fit set' if final else 'the labelled images'}")
-            fitted = _fit(run_dir, network, self.project, self.options, self.embedded, self.fit_on if final else None)
+            fitted = _fit(run_dir, network, self.project, self.options, self.embedded, self.sha_of,
+                          self.fit_on if final else None)
             if fitted is None:
                 return
             self.fitted, self.placed = fitted, _placed(run_dir, network)
@@ -162,14 +164,12 @@ def embed_and_place(ctx, run_dir, network, embed_params, project):
     return result, (last[0] if last else None), project_result
 
 
-def _subset(run_dir, network, image_ids):
+def _subset(run_dir, network, image_ids, sha_of):
     """:class:`results.Inputs` of these images, from the features cached so far."""
     inp = results.load_inputs(run_dir, network, features=False)
     rows = results.align(inp.image_ids, np.sort(np.asarray(image_ids, dtype=np.int64)))
     rows = rows[rows >= 0]
     key = features.resolve_backbone(network).cache_key()
-    with Store(run_dir) as store:
-        sha_of = dict(store.image_rows("id, sha256"))
     with FeatureStore(run_dir) as cache:
         vectors = cache.vectors(key, [sha_of[int(i)] for i in inp.image_ids[rows]])
     rows = np.array([r for r in rows if sha_of[int(inp.image_ids[r])] in vectors], dtype=np.int64)
@@ -178,12 +178,12 @@ def _subset(run_dir, network, image_ids):
                           paths=inp.paths[rows])
 
 
-def _fit(run_dir, network, project, options, embedded, fit_on=None):
+def _fit(run_dir, network, project, options, embedded, sha_of, fit_on=None):
     """Fit the view on the images embedded so far, placing the others among them: the final fit
     (``fit_on`` names its set; the unlabelled images embedded so far are that set's own, so a
     ``train+sample`` fit takes them all), or without ``fit_on`` a first look fitted on the train
     images, None when they are too few for it."""
-    inp = _subset(run_dir, network, embedded)
+    inp = _subset(run_dir, network, embedded, sha_of)
     try:
         return project_dataset(run_dir, network, mode=project["mode"], fit_on=fit_on or "train",
                                pool_sample=project["pool_sample"], inputs=inp, **options)

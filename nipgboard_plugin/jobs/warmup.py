@@ -22,6 +22,7 @@ import contextlib
 import sys
 import threading
 import time
+import traceback
 
 IDLE_SECONDS = 2.0         # the worker idle this long before the compile starts
 POLL_SECONDS = 0.2         # how often a paused compile looks whether the extraction ended
@@ -136,8 +137,9 @@ class WarmUp:
             self.send(op="warm", seconds=seconds)
         except Exception as exc:  # noqa: BLE001 - the jobs compile what they need themselves
             sys.settrace(None)
+            traceback.print_exc()     # into the server's log: why the background compile failed
             self._state("failed")
-            self.send(op="warm", error=str(exc))
+            self.send(op="warm", error=f"{type(exc).__name__}: {exc}")
 
     def _in_the_way(self) -> bool:
         # Never paused holding numba's compiler lock: a job may compile (a fit between two extractions).
