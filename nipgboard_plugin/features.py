@@ -68,13 +68,22 @@ def extracting() -> bool:
 
 
 class _Extraction:
+    def __init__(self, step=1):
+        self.step = step
+
     def __enter__(self):
         with _EXTRACTING_LOCK:
-            _EXTRACTING[0] += 1
+            _EXTRACTING[0] += self.step
 
     def __exit__(self, *exc):
         with _EXTRACTING_LOCK:
-            _EXTRACTING[0] -= 1
+            _EXTRACTING[0] -= self.step
+
+
+def paused_extraction():
+    """A context in which this process's extraction counts as stopped: for work between two batches
+    that compiles (UMAP's fit), which the worker's paused background compile would otherwise block."""
+    return _Extraction(-1)
 
 
 def embed(logdir, network_id, batch_size=32, progress=None, should_stop=None, decode_threads=2,

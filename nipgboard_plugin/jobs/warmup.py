@@ -6,16 +6,15 @@ a core). So the compile
 
 * starts only once the worker has been idle (no job running, none sent) for ``IDLE_SECONDS``: a worker
   started for a queued job, or resumed after a restart, runs that job first;
-* pauses while a job runs (an extraction above all): the compiling thread carries a trace hook
-  (``sys.settrace``, that thread only: one check per Python call) that sleeps, without the GIL, while
-  a job or an extraction runs in the worker, so the compiler takes neither the GIL nor a core from it.
-  The job compiles what its own steps need (a pipeline that opens the view early fits UMAP during its
-  extraction). A pause starts only between two of numba's compiles, never while this thread holds
-  numba's compiler lock (the job's compile would wait for it), and never inside an import (which holds
-  a module's lock); it ends when the job does, or after ``MAX_PAUSE_SECONDS`` in all.
+* pauses while an extraction runs: the compiling thread carries a trace hook (``sys.settrace``, that
+  thread only: one check per Python call) that sleeps, without the GIL, while an extraction runs in the
+  worker, so the compiler takes neither the GIL nor a core from it. A pause ends when the extraction does,
+  or after ``MAX_PAUSE_SECONDS`` in all; it never starts inside an import (which holds a module's lock).
+  A pause may hold numba's compiler lock, so work that compiles (a pipeline that opens the view early
+  fits UMAP between two batches) runs outside ``features.extracting()`` (``features.paused_extraction``).
 
 Its state is sent to the server as ``{"op": "warm_state", "state": ...}``: 'waiting' (for the worker to be
-idle), 'compiling', 'paused' (while an extraction or a job runs), 'done' or 'failed', with the final
+idle), 'compiling', 'paused' (while an extraction runs), 'done' or 'failed', with the final
 ``{"op": "warm", "seconds": ...}`` (or ``"error"``).
 """
 import contextlib
@@ -85,16 +84,6 @@ def _importing(frame) -> bool:
     return False
 
 
-def _holds_compiler_lock() -> bool:
-    """Whether this thread holds numba's compiler lock (True when that cannot be known)."""
-    try:
-        from numba.core.compiler_lock import global_compiler_lock
-
-        return global_compiler_lock.is_locked()
-    except Exception:  # noqa: BLE001 - another numba: never risk a pause that holds the lock
-        return True
-
-
 def extracting() -> bool:
     """Whether the worker extracts features now (features.py not loaded yet: it does not)."""
     features = sys.modules.get(__package__.rsplit(".", 1)[0] + ".features")
@@ -112,7 +101,6 @@ class WarmUp:
         self.state = None
         self.paused_seconds = 0.0
         self._checked = 0.0
-        self._pause_soon = False
 
     def start(self):
         threading.Thread(target=self._run, name="nipgboard-warmup", daemon=True).start()
@@ -141,23 +129,17 @@ class WarmUp:
             self._state("failed")
             self.send(op="warm", error=f"{type(exc).__name__}: {exc}")
 
-    def _in_the_way(self) -> bool:
-        # Never paused holding numba's compiler lock: a job may compile (a fit between two extractions).
-        return (self.extracting() or self.activity.busy()) and not _holds_compiler_lock()
-
     def _hook(self, frame, event, arg):
         """The compiling thread's trace function: called at each Python call, it pauses the compile while
-        an extraction or a job runs. Returns None: no line tracing."""
+        an extraction runs. Returns None: no line tracing."""
         now = time.monotonic()
-        if now - self._checked < POLL_SECONDS and not self._pause_soon:
+        if now - self._checked < POLL_SECONDS:
             return None
         self._checked = now
-        # A job waits while this thread compiles under numba's lock: look again at every call until it is out.
-        self._pause_soon = (self.extracting() or self.activity.busy()) and _holds_compiler_lock()
-        if self.paused_seconds < MAX_PAUSE_SECONDS and self._in_the_way() and not _importing(frame):
+        if self.paused_seconds < MAX_PAUSE_SECONDS and self.extracting() and not _importing(frame):
             self._state("paused")
             t0 = time.monotonic()
-            while self._in_the_way() and self.paused_seconds + time.monotonic() - t0 < MAX_PAUSE_SECONDS:
+            while self.extracting() and self.paused_seconds + time.monotonic() - t0 < MAX_PAUSE_SECONDS:
                 time.sleep(POLL_SECONDS)
             self.paused_seconds += time.monotonic() - t0
             self._state("compiling")
